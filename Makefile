@@ -1,0 +1,48 @@
+# Two commands do all the set-up on a fresh machine: `make run` and `make test`.
+# Both create .venv when it is missing and install the package with its test extras.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+export PYTHONHASHSEED := 0
+
+.PHONY: run test lint unit notebook-tests notebooks clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --editable '.[test]'
+	touch $(STAMP)
+
+## run: execute every notebook through papermill on the local target; writes runs/<timestamp>/
+run: $(STAMP)
+	$(BIN)/workbook run
+
+## test: lint, unit and SDK tests, papermill on the shared corpus, nbval on the committed notebooks
+test: lint unit notebook-tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check workbook tests
+	$(BIN)/ruff format --check workbook tests
+
+unit: $(STAMP)
+	$(BIN)/pytest -q
+
+notebook-tests: $(STAMP)
+	$(BIN)/pytest -q --nbval notebooks --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
+
+## notebooks: re-execute every notebook in place and strip volatile metadata (commit the result)
+notebooks: $(STAMP)
+	for notebook in $(NOTEBOOKS); do \
+		$(BIN)/jupyter nbconvert --to notebook --execute --inplace \
+			--ExecutePreprocessor.kernel_name=python3 \
+			--ExecutePreprocessor.timeout=600 \
+			--ExecutePreprocessor.record_timing=False \
+			--ExecutePreprocessor.store_widget_state=False "$$notebook" || exit 1; \
+	done
+	$(BIN)/nbstripout --keep-output --keep-count --extra-keys "metadata.widgets metadata.language_info.version" $(NOTEBOOKS)
+
+clean:
+	rm -rf runs .pytest_cache

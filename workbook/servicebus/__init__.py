@@ -1,0 +1,40 @@
+"""The local Service Bus emulator and the admin view of each target.
+
+`LocalServiceBusEmulator` runs a Service Bus-compatible AMQP 1.0 endpoint on 127.0.0.1 that the
+official `azure-servicebus` SDK reaches with `UseDevelopmentEmulator=true`; its engine stores
+messages in a SQLite file and reads time from the package clock.
+"""
+
+from workbook.servicebus.emulator import EmulatorStartError, LocalServiceBusEmulator
+from workbook.servicebus.engine import (
+    MAX_DELIVERY_COUNT_EXCEEDED,
+    TTL_EXPIRED,
+    Address,
+    ServiceBusEngine,
+)
+from workbook.servicebus.entities import EmulatorConfig, QueueProperties, load_config, parse_duration
+from workbook.servicebus.errors import (
+    EmulatorConfigError,
+    EntityNotFoundError,
+    MessageLockLostError,
+    MessageTooLargeError,
+    ServiceBusEmulatorError,
+)
+
+__all__ = [
+    "MAX_DELIVERY_COUNT_EXCEEDED",
+    "TTL_EXPIRED",
+    "Address",
+    "EmulatorConfig",
+    "EmulatorConfigError",
+    "EmulatorStartError",
+    "EntityNotFoundError",
+    "LocalServiceBusEmulator",
+    "MessageLockLostError",
+    "MessageTooLargeError",
+    "QueueProperties",
+    "ServiceBusEmulatorError",
+    "ServiceBusEngine",
+    "load_config",
+    "parse_duration",
+]

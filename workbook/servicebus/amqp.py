@@ -1,0 +1,312 @@
+"""The emulator's AMQP 1.0 front end, on python-qpid-proton, speaking Service Bus's dialect.
+
+It accepts plain AMQP with SASL ANONYMOUS, answers the claims-based-security (``$cbs``) token
+request the SDK sends first, maps links to queues, hands out peek-locked deliveries whose tag is
+the lock token, and applies settlements with the outcome echoed back (rcv-settle-mode second).
+The ``<entity>/$management`` request/response node is served by ``management.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from dataclasses import dataclass
+
+from proton import Condition, Delivery, Disposition, Endpoint, Link, Message, Terminus, symbol
+from proton.reactor import Container
+
+from workbook.servicebus import codec
+from workbook.servicebus.engine import Address, ServiceBusEngine
+from workbook.servicebus.errors import ServiceBusEmulatorError
+from workbook.servicebus.management import ManagementNode, TokenValidator
+
+logger = logging.getLogger(__name__)
+
+DEAD_LETTER_CONDITION = "com.microsoft:dead-letter"
+LINK_CREDIT = 100
+TICK_SECONDS = 0.05
+
+
+@dataclass
+class _OutgoingLink:
+    """State of a link on which the emulator sends messages to a receiver."""
+
+    address: str
+    receive_and_delete: bool
+
+
+class ServiceBusFrontEnd:
+    """Proton event handler: one instance serves every connection of one emulator."""
+
+    def __init__(self, engine: ServiceBusEngine, tokens: TokenValidator) -> None:
+        self.engine = engine
+        self.management = ManagementNode(engine, tokens)
+        self._outgoing: dict[Link, _OutgoingLink] = {}
+        self._stop = threading.Event()
+        self.container: Container | None = None
+
+    def request_stop(self) -> None:
+        """Ask the reactor thread to stop at its next tick (proton objects are not thread-safe)."""
+        self._stop.set()
+
+    # -- reactor --------------------------------------------------------------------------------
+
+    def on_reactor_init(self, event) -> None:
+        event.container.schedule(TICK_SECONDS, self)
+
+    def on_timer_task(self, event) -> None:
+        if self._stop.is_set():
+            event.container.stop()
+            return
+        try:
+            self.engine.expire()
+            for link in list(self._outgoing):
+                self._deliver(link)
+        except Exception:  # a failing tick must not stop the reactor, and is logged with its cause
+            logger.exception("emulator tick failed")
+        event.container.schedule(TICK_SECONDS, self)
+
+    # -- connections, sessions and links --------------------------------------------------------
+
+    def on_connection_bound(self, event) -> None:
+        sasl = event.transport.sasl()
+        sasl.allowed_mechs("ANONYMOUS")
+
+    def on_connection_remote_open(self, event) -> None:
+        if event.connection.state & Endpoint.LOCAL_UNINIT:
+            event.connection.container = "workbook-servicebus-emulator"
+            event.connection.open()
+
+    def on_session_remote_open(self, event) -> None:
+        if event.session.state & Endpoint.LOCAL_UNINIT:
+            event.session.open()
+
+    def on_link_remote_open(self, event) -> None:
+        link = event.link
+        if not link.state & Endpoint.LOCAL_UNINIT:
+            return
+        try:
+            self._open_link(link)
+        except ServiceBusEmulatorError as error:
+            # AMQP refuses a link by attaching with a null terminus for the missing node, then
+            # detaching with the error, which the SDK maps to its typed exception.
+            logger.info("rejected link %r: %s", link.name, error)
+            if link.is_sender:
+                link.target.copy(link.remote_target)
+                link.source.type = Terminus.UNSPECIFIED
+            else:
+                link.source.copy(link.remote_source)
+                link.target.type = Terminus.UNSPECIFIED
+            link.condition = _condition(error)
+            link.open()
+            link.close()
+
+    def _open_link(self, link: Link) -> None:
+        address = (link.remote_source if link.is_sender else link.remote_target).address or ""
+        is_queue = not self.management.is_node(address)
+        queue = self.engine.queue(Address.parse(address).entity) if is_queue else None
+
+        link.source.copy(link.remote_source)
+        link.target.copy(link.remote_target)
+        link.snd_settle_mode = link.remote_snd_settle_mode
+        link.rcv_settle_mode = link.remote_rcv_settle_mode
+
+        if link.is_sender:
+            if queue is not None:
+                settled = link.remote_snd_settle_mode == Link.SND_SETTLED
+                self._outgoing[link] = _OutgoingLink(address, receive_and_delete=settled)
+            link.open()
+            return
+
+        if queue is not None:
+            link.max_message_size = queue.max_message_size_bytes
+        link.open()
+        link.flow(LINK_CREDIT)
+
+    def on_link_remote_close(self, event) -> None:
+        link = event.link
+        self._release_unsettled(link)
+        if link.state & Endpoint.LOCAL_ACTIVE:
+            link.close()
+
+    def on_session_remote_close(self, event) -> None:
+        if event.session.state & Endpoint.LOCAL_ACTIVE:
+            event.session.close()
+
+    def on_connection_remote_close(self, event) -> None:
+        if event.connection.state & Endpoint.LOCAL_ACTIVE:
+            event.connection.close()
+
+    def on_transport_closed(self, event) -> None:
+        connection = event.connection
+        for link in [link for link in self._outgoing if link.connection == connection]:
+            self._release_unsettled(link)
+
+    def _release_unsettled(self, link: Link) -> None:
+        # A receiver that goes away leaves its locks to expire, as on Service Bus; only the link state goes.
+        self._outgoing.pop(link, None)
+
+    # -- sending to receivers -------------------------------------------------------------------
+
+    def on_link_flow(self, event) -> None:
+        if event.link.is_sender:
+            self._deliver(event.link)
+
+    def _deliver(self, link: Link) -> None:
+        state = self._outgoing.get(link)
+        if state is None or not link.state & Endpoint.LOCAL_ACTIVE:
+            return
+
+        if link.credit > 0:
+            if state.receive_and_delete:
+                messages = self.engine.receive_and_delete(state.address, link.credit)
+            else:
+                messages = self.engine.lock_next(state.address, link.credit)
+            for message in messages:
+                self._send(link, state, message)
+
+        if link.drain_mode and link.credit > 0:
+            link.drained()
+
+    def _send(self, link: Link, state: _OutgoingLink, message) -> None:
+        tag = message.lock_token.bytes_le if message.lock_token else uuid.uuid4().bytes_le
+        delivery = link.delivery(tag)
+        link.send(message.delivery)
+        link.advance()
+        if state.receive_and_delete:
+            delivery.settle()
+        else:
+            # proton decodes delivery tags as UTF-8 text, which a binary lock token is not, so the
+            # token travels as an attribute of the delivery instead of being read back from its tag.
+            delivery.lock_token = message.lock_token
+
+    # -- incoming transfers and dispositions ----------------------------------------------------
+
+    def on_delivery(self, event) -> None:
+        delivery: Delivery = event.delivery
+        link = event.link
+        if link.is_receiver:
+            if delivery.readable and not delivery.partial:
+                self._receive_transfer(link, delivery)
+        elif delivery.updated and not delivery.settled:
+            self._settle(link, delivery)
+
+    def _receive_transfer(self, link: Link, delivery: Delivery) -> None:
+        raw = link.recv(delivery.pending)
+        link.advance()
+        address = link.remote_target.address or ""
+
+        if self.management.is_node(address):
+            self._handle_request(link, raw)
+            delivery.update(Delivery.ACCEPTED)
+            delivery.settle()
+        else:
+            self._enqueue(address, raw, delivery)
+
+        if link.credit < LINK_CREDIT // 2:
+            link.flow(LINK_CREDIT - link.credit)
+
+    def _enqueue(self, address: str, raw: bytes, delivery: Delivery) -> None:
+        try:
+            self.engine.enqueue(address, raw)
+        except (ServiceBusEmulatorError, codec.MessageFormatError) as error:
+            logger.info("rejected a message sent to %s: %s", address, error)
+            delivery.local.condition = _condition(error)
+            delivery.update(Delivery.REJECTED)
+            delivery.settle()
+            return
+        delivery.update(Delivery.ACCEPTED)
+        delivery.settle()
+
+    def _handle_request(self, link: Link, raw: bytes) -> None:
+        request = Message()
+        request.decode(raw)
+        response = self.management.handle(link.remote_target.address or "", request)
+        reply_link = self._reply_link(link)
+        if reply_link is None:
+            logger.warning(
+                "no reply link for a request to %s; the response is dropped", link.remote_target.address
+            )
+            return
+        reply_link.delivery(uuid.uuid4().bytes)
+        reply_link.send(response.encode())
+        reply_link.advance()
+
+    def _reply_link(self, request_link: Link) -> Link | None:
+        # The SDK attaches its response link with the node's address as source, in the same session.
+        node = (request_link.remote_target.address or "").lower()
+        link = request_link.session.connection.link_head(Endpoint.LOCAL_ACTIVE)
+        while link is not None:
+            if link.is_sender and (link.remote_source.address or "").lower() == node:
+                return link
+            link = link.next(Endpoint.LOCAL_ACTIVE)
+        return None
+
+    def _settle(self, link: Link, delivery: Delivery) -> None:
+        lock_token = getattr(delivery, "lock_token", None)
+        if lock_token is None:
+            logger.warning(
+                "a disposition arrived for a delivery the emulator did not lock on link %r", link.name
+            )
+            delivery.settle()
+            return
+
+        remote = delivery.remote
+        try:
+            self._apply_outcome(lock_token, delivery.remote_state, remote)
+        except ServiceBusEmulatorError as error:
+            logger.info("settlement of lock %s failed: %s", lock_token, error)
+            delivery.local.condition = _condition(error)
+            delivery.update(Delivery.REJECTED)
+            delivery.settle()
+            return
+        self._echo_outcome(delivery, remote)
+
+    def _apply_outcome(self, lock_token: uuid.UUID, outcome: int, remote: Disposition) -> None:
+        if outcome == Delivery.ACCEPTED:
+            self.engine.complete(lock_token)
+        elif outcome == Delivery.REJECTED:
+            reason, description = _dead_letter_details(remote.condition)
+            self.engine.dead_letter(lock_token, reason, description)
+        elif outcome == Delivery.MODIFIED and remote.undeliverable:
+            raise _unsupported("defer")
+        elif outcome in (Delivery.MODIFIED, Delivery.RELEASED):
+            self.engine.abandon(lock_token)
+        else:
+            raise _unsupported(f"outcome {outcome}")
+
+    @staticmethod
+    def _echo_outcome(delivery: Delivery, remote: Disposition) -> None:
+        local = delivery.local
+        if delivery.remote_state == Delivery.MODIFIED:
+            local.failed = remote.failed
+            local.undeliverable = remote.undeliverable
+        delivery.update(delivery.remote_state)
+        delivery.settle()
+
+
+def _condition(error: Exception) -> Condition:
+    # The SDK (azure-servicebus 7.15) reads the info field of a rejected transfer's error without
+    # checking that it is there, and hangs until its timeout when it is not; Service Bus always
+    # sends a tracking id in it, so the emulator does too.
+    name = getattr(error, "condition", "amqp:decode-error")
+    return Condition(name, str(error), {symbol("com.microsoft:tracking-id"): str(uuid.uuid4())})
+
+
+def _dead_letter_details(condition: Condition | None) -> tuple[str | None, str | None]:
+    if condition is None:
+        return None, None
+    info = {str(key): value for key, value in (condition.info or {}).items()}
+    reason = info.get("DeadLetterReason")
+    description = info.get("DeadLetterErrorDescription", condition.description)
+    return reason, description
+
+
+def _unsupported(what: str) -> ServiceBusEmulatorError:
+    from workbook.servicebus.errors import UnsupportedOperationError
+
+    return UnsupportedOperationError(f"{what} is not supported by this emulator version yet")
+
+
+__all__ = ["ServiceBusFrontEnd"]

@@ -1,0 +1,62 @@
+"""Errors of the local Service Bus emulator, each mapped to the AMQP condition Service Bus sends."""
+
+from __future__ import annotations
+
+
+class ServiceBusEmulatorError(Exception):
+    """Root of the emulator's errors. ``condition`` is the AMQP error condition sent to the client."""
+
+    condition = "amqp:internal-error"
+
+
+class EmulatorConfigError(ServiceBusEmulatorError):
+    """The entity configuration file is missing or invalid."""
+
+
+class EntityNotFoundError(ServiceBusEmulatorError):
+    """A client addressed a queue the emulator does not have."""
+
+    condition = "amqp:not-found"
+
+    def __init__(self, entity: str, known: list[str]) -> None:
+        self.entity = entity
+        self.known = known
+        listed = ", ".join(known) if known else "none"
+        super().__init__(
+            f"The messaging entity {entity!r} could not be found. "
+            f"Known queues: {listed}. Add it to the emulator's Config.json or fix the name."
+        )
+
+
+class MessageLockLostError(ServiceBusEmulatorError):
+    """A settlement or lock renewal named a lock that expired or was never held."""
+
+    condition = "com.microsoft:message-lock-lost"
+
+    def __init__(self, lock_token: str) -> None:
+        self.lock_token = lock_token
+        super().__init__(
+            f"The lock {lock_token} is not held: it expired or the message was already settled. "
+            "Receive the message again; renew locks that must outlive the lock duration."
+        )
+
+
+class MessageTooLargeError(ServiceBusEmulatorError):
+    """A message exceeded the entity's maximum size."""
+
+    condition = "com.microsoft:message-size-exceeded"
+
+    def __init__(self, entity: str, size: int, limit: int) -> None:
+        self.entity = entity
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            f"The message of {size} bytes exceeds the limit of {limit} bytes of {entity!r}. "
+            "Send the payload to storage and put its reference in the message (claim check)."
+        )
+
+
+class UnsupportedOperationError(ServiceBusEmulatorError):
+    """A client asked for an operation this emulator version does not implement."""
+
+    condition = "amqp:not-implemented"

@@ -1,0 +1,186 @@
+"""Request/response nodes of the emulator: ``$cbs`` (token put) and ``<entity>/$management``.
+
+Requests carry the operation in the application property ``operation``; responses carry
+``statusCode`` (``status-code`` on ``$cbs``) and a correlation id equal to the request's message id,
+which is how the SDK matches them.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+import uuid
+from base64 import b64encode
+from dataclasses import dataclass
+from hashlib import sha256
+from typing import Any
+from urllib.parse import parse_qs, quote_plus
+
+from proton import Array, Data, Message, symbol
+
+from workbook.servicebus import codec
+from workbook.servicebus.engine import ServiceBusEngine
+from workbook.servicebus.errors import MessageLockLostError, ServiceBusEmulatorError
+
+logger = logging.getLogger(__name__)
+
+CBS_NODE = "$cbs"
+MANAGEMENT_SUFFIX = "/$management"
+
+
+@dataclass(frozen=True)
+class TokenValidator:
+    """Check the SAS tokens that clients put on ``$cbs`` against the emulator's key.
+
+    A token signed with another key or key name gets status 401, as on Service Bus. With
+    ``key`` None every token is accepted (Microsoft's emulator accepts any token too).
+    """
+
+    key_name: str
+    key: str | None
+
+    def __repr__(self) -> str:
+        return f"TokenValidator(key_name={self.key_name!r}, key={'***' if self.key else None})"
+
+    def check(self, token: str) -> str | None:
+        """Return None when the token is valid, else the reason it is not."""
+        # The SDK labels SAS tokens "jwt" as often as "servicebus.windows.net:sastoken", so the token's
+        # own prefix decides; a real JWT (Entra ID) cannot be checked without the identity provider.
+        if self.key is None or not token.startswith("SharedAccessSignature "):
+            return None
+
+        fields = {name: values[0] for name, values in parse_qs(token.split(" ", 1)[1]).items()}
+        if fields.get("skn") != self.key_name:
+            known = self.key_name
+            return f"unknown SharedAccessKeyName {fields.get('skn')!r}: the emulator's key name is {known!r}"
+        if int(fields.get("se", "0")) < time.time():
+            return "the token has expired"
+
+        signed = f"{quote_plus(fields.get('sr', ''))}\n{fields.get('se', '')}".encode()
+        expected = b64encode(hmac.new(self.key.encode(), signed, sha256).digest()).decode()
+        if not hmac.compare_digest(expected, fields.get("sig", "")):
+            return "the signature does not match the emulator's SharedAccessKey"
+        return None
+
+
+class ManagementNode:
+    """Serve ``$cbs`` and every ``<entity>/$management`` request against the engine."""
+
+    def __init__(self, engine: ServiceBusEngine, tokens: TokenValidator) -> None:
+        self.engine = engine
+        self.tokens = tokens
+        self._operations = {
+            "com.microsoft:peek-message": self._peek,
+            "com.microsoft:renew-lock": self._renew_lock,
+            "com.microsoft:update-disposition": self._update_disposition,
+        }
+
+    @staticmethod
+    def is_node(address: str) -> bool:
+        """Tell whether an address names a request/response node rather than a queue."""
+        lowered = address.lower()
+        return lowered == CBS_NODE or lowered.endswith(MANAGEMENT_SUFFIX)
+
+    def handle(self, address: str, request: Message) -> Message:
+        """Execute one request and build its response."""
+        properties = {str(k): v for k, v in (request.properties or {}).items()}
+        operation = str(properties.get("operation", ""))
+        if address.lower() == CBS_NODE:
+            return self._put_token(request, properties)
+
+        entity = address[: -len(MANAGEMENT_SUFFIX)]
+        handler = self._operations.get(operation)
+        if handler is None:
+            return _response(
+                request, 501, f"operation {operation!r} is not supported by this emulator version"
+            )
+        try:
+            status, body = handler(entity, request.body or {})
+        except MessageLockLostError as error:
+            return _response(request, 410, str(error), condition=error.condition)
+        except ServiceBusEmulatorError as error:
+            status_code = 404 if error.condition == "amqp:not-found" else 500
+            return _response(request, status_code, str(error), condition=error.condition)
+        return _response(request, status, "", body=body)
+
+    # -- $cbs -----------------------------------------------------------------------------------
+
+    def _put_token(self, request: Message, properties: dict[str, Any]) -> Message:
+        token = request.body.decode() if isinstance(request.body, bytes) else str(request.body or "")
+        problem = self.tokens.check(token)
+        if problem:
+            logger.info("rejected a token for %s: %s", properties.get("name"), problem)
+            return _response(request, 401, f"Unauthorized: {problem}", cbs=True)
+        return _response(request, 202, "Accepted", cbs=True)
+
+    # -- operations -----------------------------------------------------------------------------
+
+    def _peek(self, entity: str, body: dict) -> tuple[int, Any]:
+        values = _string_keys(body)
+        start = int(values.get("from-sequence-number", 1))
+        count = int(values.get("message-count", 1))
+        peeked = self.engine.peek(entity, start, count)
+        if not peeked:
+            return 204, None
+        return 200, {"messages": [{"message": delivery} for _, delivery in peeked]}
+
+    def _renew_lock(self, entity: str, body: dict) -> tuple[int, Any]:
+        tokens = _lock_tokens(_string_keys(body))
+        expirations = [codec.to_timestamp(self._wall(self.engine.renew_lock(token))) for token in tokens]
+        return 200, {"expirations": Array(Data.NULL, Data.TIMESTAMP, *expirations)}
+
+    def _update_disposition(self, entity: str, body: dict) -> tuple[int, Any]:
+        values = _string_keys(body)
+        status = str(values.get("disposition-status", ""))
+        for token in _lock_tokens(values):
+            if status == "completed":
+                self.engine.complete(token)
+            elif status == "abandoned":
+                self.engine.abandon(token)
+            elif status == "suspended":
+                reason = values.get("deadletter-reason")
+                description = values.get("deadletter-description")
+                self.engine.dead_letter(token, reason, description)
+            else:
+                from workbook.servicebus.errors import UnsupportedOperationError
+
+                raise UnsupportedOperationError(
+                    f"disposition {status!r} is not supported by this emulator version"
+                )
+        return 200, {}
+
+    def _wall(self, moment):
+        from workbook.clock import virtual_to_wall
+
+        return virtual_to_wall(moment, self.engine.clock)
+
+
+def _string_keys(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        return {}
+    return {str(key): value for key, value in body.items()}
+
+
+def _lock_tokens(values: dict[str, Any]) -> list[uuid.UUID]:
+    raw = values.get("lock-tokens")
+    elements = raw.elements if isinstance(raw, Array) else list(raw or [])
+    return [element if isinstance(element, uuid.UUID) else uuid.UUID(str(element)) for element in elements]
+
+
+def _response(
+    request: Message,
+    status: int,
+    description: str,
+    *,
+    body: Any = None,
+    cbs: bool = False,
+    condition: str | None = None,
+) -> Message:
+    code_key, description_key = (
+        ("status-code", "status-description") if cbs else ("statusCode", "statusDescription")
+    )
+    properties: dict[str, Any] = {code_key: status, description_key: description}
+    if condition:
+        properties["errorCondition"] = symbol(condition)
+    return Message(correlation_id=request.id, properties=properties, body=body)
