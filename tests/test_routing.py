@@ -494,7 +494,7 @@ def _canonical(document_type: str, transaction: str | None) -> CanonicalMessage:
 
 GROUND_TRUTH = [
     ("Order", "order", {"orders", "order-audit"}),
-    ("Order", "order_change", {"order-audit"}),
+    ("Order", "order_change", {"order-audit", "unrouted"}),
     ("OrderChange", "order_change", {"order-changes", "order-audit"}),
     ("OrderCancellation", "order_cancellation", {"order-cancellations", "order-audit"}),
     ("OrderResponse", "order_response", {"order-responses"}),
@@ -581,6 +581,7 @@ def test_misconfigured_value_is_caught_by_ground_truth() -> None:
     decision = Router(rules).route(canonical)
 
     assert set(decision.destinations) != expected_destinations(canonical)
-    assert decision.destinations == ("order-audit",)
+    assert decision.destinations == ("order-audit", "unrouted")
+    assert not decision.routed
     failing = [r for r in decision.trace if r.route == "orders" and not r.matched]
     assert [(r.path, r.expected, r.actual) for r in failing] == [("all[1]", "Order", "order")]

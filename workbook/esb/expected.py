@@ -33,13 +33,13 @@ def expected_destinations(message: CanonicalMessage) -> frozenset[str]:
     """Return the destinations the project's routing rules must send `message` to.
 
     Orders, order changes and cancellations also go to the audit queue, whatever their transaction.
-    A message with no main destination and no audit copy goes to "unrouted".
+    A message with no main destination goes to "unrouted", next to its audit copy if it has one.
     """
     main = _MAIN_DESTINATIONS.get((message.document_type, message.transaction))
     if main is None:
         main = _MAIN_DESTINATIONS.get((message.document_type, None))
 
-    destinations = {main} if main else set()
+    destinations = {main or UNROUTED}
     if message.document_type in _AUDITED_DOCUMENT_TYPES:
         destinations.add(AUDIT)
-    return frozenset(destinations or {UNROUTED})
+    return frozenset(destinations)

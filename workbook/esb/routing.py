@@ -182,12 +182,17 @@ class Router:
                 if not route.fan_out:
                     break
 
-        destinations = tuple(dict.fromkeys(route.destination for route in matched))
+        # A fan-out copy (an audit trail, say) is not a delivery to the business destination, so a
+        # message that matched only fan-out routes still counts as unrouted and goes there too.
+        routed = any(not route.fan_out for route in matched)
+        destinations = [route.destination for route in matched]
+        if not routed:
+            destinations.append(self._rules.unrouted)
         return RoutingDecision(
             message=message,
-            destinations=destinations or (self._rules.unrouted,),
+            destinations=tuple(dict.fromkeys(destinations)),
             matched_routes=tuple(route.name for route in matched),
-            routed=bool(matched),
+            routed=routed,
             trace=tuple(trace),
             disabled_routes=tuple(disabled),
         )

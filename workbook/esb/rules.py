@@ -87,6 +87,19 @@ class Route:
     enabled: bool = True
     description: str | None = None
 
+    def leaves(self) -> list[tuple[str, Leaf]]:
+        """Return every leaf condition with its path, in the trace's notation ("when", "all[1].any[0]")."""
+        found: list[tuple[str, Leaf]] = []
+        pending: list[tuple[str, Condition]] = [("", self.when)]
+        while pending:
+            path, node = pending.pop(0)
+            if isinstance(node, Leaf):
+                found.append((path or ROOT_PATH, node))
+                continue
+            steps = [f"{node.kind}[{index}]" for index in range(len(node.children))]
+            pending[:0] = [(f"{path}.{step}" if path else step, child) for step, child in zip(steps, node.children, strict=True)]
+        return found
+
 
 @dataclass(frozen=True)
 class RoutingRules:

@@ -1,0 +1,262 @@
+"""One Service Bus namespace to work against: the local emulator, Microsoft's emulator or Azure.
+
+Notebooks open a `ServiceBusTarget` once and use its single `ServiceBusClient` for every send and
+receive: creating a client per message pays for a connection, a token and a link each time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import pandas as pd
+from azure.servicebus import (
+    ServiceBusClient,
+    ServiceBusMessage,
+    ServiceBusReceivedMessage,
+    ServiceBusReceiveMode,
+    ServiceBusSender,
+    ServiceBusSubQueue,
+)
+from azure.servicebus.exceptions import ServiceBusError
+
+from workbook.clock import Clock
+from workbook.config import ServiceBusConnectionString, Settings, Target, load_settings, register_secret
+from workbook.paths import data_dir
+from workbook.servicebus.emulator import LocalServiceBusEmulator
+from workbook.servicebus.errors import ServiceBusEmulatorError
+
+logger = logging.getLogger(__name__)
+
+SEND_TIMEOUT_SECONDS = 10.0
+RECEIVE_WAIT_SECONDS = 1.0
+QUEUE_COLUMNS = ("queue", "active", "dead_letter", "lock_duration_s", "max_delivery_count", "default_ttl_s")
+
+
+class TargetError(ServiceBusEmulatorError):
+    """The configured target cannot be opened or does not support an operation."""
+
+
+@dataclass(frozen=True)
+class ReceivedMessage:
+    """The parts of a received message that notebooks tabulate."""
+
+    queue: str
+    message_id: str | None
+    subject: str | None
+    body: str
+    delivery_count: int | None
+    sequence_number: int | None
+    dead_letter_reason: str | None
+    dead_letter_description: str | None
+    application_properties: dict[str, Any]
+
+    @classmethod
+    def from_sdk(cls, queue: str, message: ServiceBusReceivedMessage) -> ReceivedMessage:
+        """Copy what the tables need out of an SDK message (its body is joined and decoded as UTF-8)."""
+        return cls(
+            queue=queue,
+            message_id=message.message_id,
+            subject=message.subject,
+            body=b"".join(message.body).decode("utf-8", errors="replace"),
+            delivery_count=message.delivery_count,
+            sequence_number=message.sequence_number,
+            dead_letter_reason=message.dead_letter_reason,
+            dead_letter_description=message.dead_letter_error_description,
+            application_properties={_text(k): _text(v) for k, v in (message.application_properties or {}).items()},
+        )
+
+
+class ServiceBusTarget:
+    """A namespace with one reused SDK client and cached senders. Use it as a context manager."""
+
+    def __init__(
+        self,
+        target: Target,
+        connection: ServiceBusConnectionString,
+        *,
+        emulator: LocalServiceBusEmulator | None = None,
+    ) -> None:
+        self.target = target
+        self.connection = connection
+        self.emulator = emulator
+        register_secret(connection.shared_access_key)
+        self.client = ServiceBusClient.from_connection_string(connection.to_sdk_string(), retry_total=2)
+        self._senders: dict[str, ServiceBusSender] = {}
+
+    def __repr__(self) -> str:
+        return f"ServiceBusTarget(target={self.target.value}, connection={self.connection.masked()})"
+
+    @classmethod
+    def open(
+        cls,
+        settings: Settings | None = None,
+        *,
+        config: Path | str | None = None,
+        clock: Clock | None = None,
+    ) -> ServiceBusTarget:
+        """Open the configured target; on `local`, start an in-process emulator on a free port first."""
+        settings = settings or load_settings()
+        if settings.target is not Target.LOCAL:
+            if settings.servicebus_connection_string is None:
+                raise TargetError(
+                    f"target {settings.target.value!r} needs WORKBOOK_SERVICEBUS_CONNECTION_STRING; "
+                    "set it in the environment or in .env"
+                )
+            return cls(settings.target, settings.servicebus_connection_string)
+
+        emulator = LocalServiceBusEmulator(config or data_dir() / "servicebus-config.json", clock=clock).start()
+        return cls(Target.LOCAL, emulator.connection, emulator=emulator)
+
+    def close(self) -> None:
+        """Close the senders, the client and, on `local`, the emulator."""
+        for sender in self._senders.values():
+            sender.close()
+        self._senders.clear()
+        self.client.close()
+        if self.emulator is not None:
+            self.emulator.stop()
+
+    def __enter__(self) -> ServiceBusTarget:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- sending and receiving ------------------------------------------------------------------
+
+    def sender(self, queue: str) -> ServiceBusSender:
+        """Return the cached sender of a queue, creating it on first use."""
+        key = queue.lower()
+        if key not in self._senders:
+            self._senders[key] = self.client.get_queue_sender(queue)
+        return self._senders[key]
+
+    def send(self, queue: str, messages: ServiceBusMessage | list[ServiceBusMessage]) -> int:
+        """Send one message or a list of them to a queue in as few batches as fit; return the batch count."""
+        pending = [messages] if isinstance(messages, ServiceBusMessage) else list(messages)
+        sender = self.sender(queue)
+        batches = 0
+        while pending:
+            batch = sender.create_message_batch()
+            while pending:
+                try:
+                    batch.add_message(pending[0])
+                except ValueError:  # the SDK's signal that the batch is full
+                    break
+                pending.pop(0)
+            if len(batch) == 0:
+                raise TargetError(f"a message for queue {queue!r} is larger than one batch allows; split it")
+            sender.send_messages(batch, timeout=SEND_TIMEOUT_SECONDS)
+            batches += 1
+        return batches
+
+    def receive_all(
+        self,
+        queue: str,
+        *,
+        dead_letter: bool = False,
+        max_wait: float = RECEIVE_WAIT_SECONDS,
+    ) -> list[ReceivedMessage]:
+        """Remove and return every message of a queue (or of its dead-letter sub-queue).
+
+        Uses receive-and-delete, so only call it on queues whose messages a notebook owns.
+        """
+        sub_queue = ServiceBusSubQueue.DEAD_LETTER if dead_letter else None
+        received: list[ReceivedMessage] = []
+        with self.client.get_queue_receiver(
+            queue, sub_queue=sub_queue, receive_mode=ServiceBusReceiveMode.RECEIVE_AND_DELETE
+        ) as receiver:
+            while batch := receiver.receive_messages(max_message_count=100, max_wait_time=max_wait):
+                received += [ReceivedMessage.from_sdk(queue, message) for message in batch]
+        return received
+
+    def peek(self, queue: str, count: int = 10) -> list[ReceivedMessage]:
+        """Return up to `count` messages of a queue without locking or removing them."""
+        with self.client.get_queue_receiver(queue) as receiver:
+            peeked = receiver.peek_messages(max_message_count=count, timeout=SEND_TIMEOUT_SECONDS)
+        return [ReceivedMessage.from_sdk(queue, message) for message in peeked]
+
+    # -- diagnosis ------------------------------------------------------------------------------
+
+    def check_connection(self, queue: str) -> pd.DataFrame:
+        """Check, step by step, that the namespace answers: connect and authenticate, then peek a queue."""
+        rows = [("connection string", "valid", self.connection.masked())]
+        try:
+            self.peek(queue, count=1)
+        except ServiceBusError as error:
+            rows.append(("connect, authenticate, peek " + queue, "failed", f"{type(error).__name__}: {error}"))
+        else:
+            rows.append(("connect, authenticate, peek " + queue, "ok", "the namespace answered"))
+        return pd.DataFrame(rows, columns=["check", "result", "detail"])
+
+    def queue_table(self, queues: Iterable[str] | None = None) -> pd.DataFrame:
+        """Return each queue's settings and its active and dead-letter message counts."""
+        if self.emulator is not None:
+            rows = [_local_row(row) for row in self.emulator.engine.describe_entities()]
+        elif self.target is Target.AZURE:
+            rows = _azure_rows(self.connection)
+        else:
+            raise TargetError(
+                "Microsoft's emulator has no management endpoint that the SDK's administration client can "
+                "reach; use peek() per queue, or Service Bus Explorer against it"
+            )
+        table = pd.DataFrame(rows, columns=list(QUEUE_COLUMNS))
+        if queues is not None:
+            wanted = {name.lower() for name in queues}
+            table = table[table["queue"].str.lower().isin(wanted)].reset_index(drop=True)
+        return table
+
+    def purge(self, queues: Iterable[str] | None = None) -> int:
+        """Delete every message of the given queues (default: all), dead-letter sub-queues included."""
+        if self.emulator is not None and queues is None:
+            return self.emulator.engine.purge()
+        names = list(queues) if queues is not None else list(self.queue_table()["queue"])
+        removed = 0
+        for name in names:
+            removed += len(self.receive_all(name, max_wait=0.2))
+            removed += len(self.receive_all(name, dead_letter=True, max_wait=0.2))
+        return removed
+
+
+def _local_row(row: dict[str, Any]) -> tuple:
+    return (
+        row["name"],
+        row["active"],
+        row["dead_letter"],
+        row["lock_duration"],
+        row["max_delivery_count"],
+        row["default_message_time_to_live"],
+    )
+
+
+def _azure_rows(connection: ServiceBusConnectionString) -> list[tuple]:
+    # The administration client speaks HTTPS to the namespace, so it reaches Azure only.
+    from azure.servicebus.management import ServiceBusAdministrationClient
+
+    rows = []
+    with ServiceBusAdministrationClient.from_connection_string(connection.to_sdk_string()) as admin:
+        for queue in admin.list_queues():
+            runtime = admin.get_queue_runtime_properties(queue.name)
+            ttl = queue.default_message_time_to_live
+            rows.append(
+                (
+                    queue.name,
+                    runtime.active_message_count,
+                    runtime.dead_letter_message_count,
+                    queue.lock_duration.total_seconds() if queue.lock_duration else None,
+                    queue.max_delivery_count,
+                    ttl.total_seconds() if ttl else None,
+                )
+            )
+    return rows
+
+
+def _text(value: Any) -> Any:
+    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value

@@ -1,0 +1,10 @@
+"""ipywidgets panels for the notebooks' "try it yourself" sections.
+
+Each panel calls the same package functions as the notebook's cells and has a headless method
+(`apply`) that the committed notebooks and the tests call, so a click and a papermill run take
+the same path.
+"""
+
+from workbook.widgets.routing import RoutingRulePanel
+
+__all__ = ["RoutingRulePanel"]

@@ -1,0 +1,96 @@
+"""A panel that edits one routing rule's value and shows where the documents would go."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import ipywidgets as widgets
+import pandas as pd
+from IPython.display import display
+
+from workbook.esb import CanonicalMessage, Router, RoutingRules, decisions_frame
+from workbook.esb.errors import EsbError
+
+logger = logging.getLogger(__name__)
+
+
+class RoutingRulePanel:
+    """Pick a route and one of its conditions, type a value, and see the routing decisions change."""
+
+    def __init__(self, rules: RoutingRules, documents: Sequence[CanonicalMessage], *, route: str, condition: str) -> None:
+        self.rules = rules
+        self.documents = list(documents)
+        self.route_picker = widgets.Dropdown(
+            options=[r.name for r in rules.routes], value=route, description="Route"
+        )
+        self.condition_picker = widgets.Dropdown(description="Condition")
+        self.value_box = widgets.Text(description="Value", continuous_update=False)
+        self.button = widgets.Button(description="Route documents", button_style="primary", icon="play")
+        self.status = widgets.HTML()
+        self.output = widgets.Output()
+
+        self._fill_conditions(route, condition)
+        self.route_picker.observe(lambda change: self._fill_conditions(change["new"], None), names="value")
+        self.condition_picker.observe(lambda change: self._show_current_value(), names="value")
+        self.button.on_click(lambda _: self._on_click())
+
+        controls = widgets.HBox([self.route_picker, self.condition_picker, self.value_box, self.button])
+        self.widget = widgets.VBox([controls, self.status, self.output])
+
+    def _ipython_display_(self) -> None:
+        display(self.widget)
+
+    def _fill_conditions(self, route: str, condition: str | None) -> None:
+        leaves = self.rules.route(route).leaves()
+        self.condition_picker.options = [(f"{path}: {leaf.field} {leaf.operator}", path) for path, leaf in leaves]
+        self.condition_picker.value = condition or leaves[0][0]
+        self._show_current_value()
+
+    def _show_current_value(self) -> None:
+        leaf = dict(self.rules.route(self.route_picker.value).leaves())[self.condition_picker.value]
+        expected = leaf.expected
+        self.value_box.value = ", ".join(expected) if isinstance(expected, tuple) else str(expected)
+
+    def apply(self, value: str | None = None) -> pd.DataFrame:
+        """Route every document with the chosen condition set to `value` (default: the text box's value).
+
+        Returns the unrouted documents. Raises RoutingRuleError when the value makes the rules invalid.
+        """
+        if value is not None:
+            self.value_box.value = value
+        route, path = self.route_picker.value, self.condition_picker.value
+        rules = self.rules.with_value(route, path, self._typed_value(route, path))
+
+        decisions = Router(rules).route_all(self.documents)
+        table = decisions_frame(decisions)
+        unrouted = table[~table["routed"]].reset_index(drop=True)
+        self.status.value = (
+            f"<b>{route}</b> {path} = <code>{self.value_box.value}</code>: "
+            f"{len(table) - len(unrouted)} of {len(table)} documents routed, {len(unrouted)} unrouted"
+        )
+        return unrouted
+
+    def _typed_value(self, route: str, path: str) -> Any:
+        # A list operator (in, not_in) takes the comma-separated text as a list.
+        leaf = dict(self.rules.route(route).leaves())[path]
+        if isinstance(leaf.expected, tuple):
+            return [item.strip() for item in self.value_box.value.split(",") if item.strip()]
+        return self.value_box.value
+
+    def _on_click(self) -> None:
+        # Errors are shown in the panel: a traceback from a widget callback lands in a log nobody reads.
+        self.output.clear_output()
+        self.status.value = "routing…"
+        try:
+            unrouted = self.apply()
+        except EsbError as error:
+            self.status.value = f"<span style='color:#b00'>invalid rule: {error}</span>"
+            return
+        except Exception as error:  # shown to the reader, and logged with its traceback
+            logger.exception("routing panel failed")
+            self.status.value = f"<span style='color:#b00'>{type(error).__name__}: {error}</span>"
+            return
+        with self.output:
+            display(unrouted if len(unrouted) else pd.DataFrame({"result": ["every document routed"]}))
