@@ -35,13 +35,7 @@ notebook-tests: $(STAMP)
 
 ## notebooks: re-execute every notebook in place and strip volatile metadata (commit the result)
 notebooks: $(STAMP)
-	for notebook in $(NOTEBOOKS); do \
-		$(BIN)/jupyter nbconvert --to notebook --execute --inplace \
-			--ExecutePreprocessor.kernel_name=python3 \
-			--ExecutePreprocessor.timeout=600 \
-			--ExecutePreprocessor.record_timing=False \
-			--ExecutePreprocessor.store_widget_state=False "$$notebook" || exit 1; \
-	done
+	$(BIN)/python -m workbook.cli.refresh $(NOTEBOOKS)
 	$(BIN)/nbstripout --keep-output --keep-count --extra-keys "metadata.widgets metadata.language_info.version" $(NOTEBOOKS)
 
 clean:

@@ -14,6 +14,7 @@ logger = logging.getLogger(__name__)
 # Exit status for invalid input found before anything ran, the same status argparse uses for usage errors.
 EXIT_INVALID_INPUT = 2
 
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the parser with every subcommand."""
     parser = argparse.ArgumentParser(

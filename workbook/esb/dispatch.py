@@ -39,7 +39,9 @@ def to_servicebus_message(message: RoutableMessage) -> ServiceBusMessage:
     )
 
 
-def dispatch(decisions: Iterable[RoutingDecision], send: Callable[[str, list[ServiceBusMessage]], Any]) -> pd.DataFrame:
+def dispatch(
+    decisions: Iterable[RoutingDecision], send: Callable[[str, list[ServiceBusMessage]], Any]
+) -> pd.DataFrame:
     """Send each decision's message to each of its destinations; return messages sent per queue."""
     per_queue: dict[str, list[ServiceBusMessage]] = defaultdict(list)
     for decision in decisions:
@@ -64,7 +66,7 @@ def arrivals(received: Iterable[Delivered]) -> dict[str, frozenset[str]]:
 def compare_with_expected(
     documents: Iterable[CanonicalMessage], arrived: Mapping[str, frozenset[str]]
 ) -> pd.DataFrame:
-    """Return one row per document: the queues its type calls for, the queues it reached, and whether they agree.
+    """Return one row per document: the queues its type calls for, the queues it reached, and if they agree.
 
     Message ids are the documents' source paths, as `RoutableMessage.from_canonical` sets them.
     """

@@ -96,8 +96,11 @@ class Route:
             if isinstance(node, Leaf):
                 found.append((path or ROOT_PATH, node))
                 continue
-            steps = [f"{node.kind}[{index}]" for index in range(len(node.children))]
-            pending[:0] = [(f"{path}.{step}" if path else step, child) for step, child in zip(steps, node.children, strict=True)]
+            children = []
+            for index, child in enumerate(node.children):
+                step = f"{node.kind}[{index}]"
+                children.append((f"{path}.{step}" if path else step, child))
+            pending[:0] = children
         return found
 
 

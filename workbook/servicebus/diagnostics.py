@@ -12,6 +12,9 @@ from azure.servicebus import ServiceBusClient, ServiceBusMessage
 from workbook.config import SecretMaskingFilter, ServiceBusConnectionString
 
 SDK_LOGGER = "azure.servicebus"
+_FRAME_LINE = r"^(?P<direction>->|<-) (?P<frame>[A-Za-z]+Frame)\((?P<detail>.*)\)$"
+_OUTCOME = r"state=\{'(accepted|rejected|modified|released)'"
+_SUMMARIZED_FRAMES = ("AttachFrame", "TransferFrame", "DispositionFrame", "DetachFrame")
 SEND_TIMEOUT_SECONDS = 10.0
 
 
@@ -46,14 +49,34 @@ def capture_sdk_log(level: int = logging.DEBUG) -> Iterator[list[tuple[str, str,
         sdk_logger.propagate = saved[1]
 
 
-def trace_one_send(connection: ServiceBusConnectionString, queue: str, message: ServiceBusMessage) -> pd.DataFrame:
+def trace_one_send(
+    connection: ServiceBusConnectionString, queue: str, message: ServiceBusMessage
+) -> pd.DataFrame:
     """Send one message with the SDK's frame-level logging on; return the masked log as a table.
 
     A client of its own is used because `logging_enable` is fixed when a client is created.
     """
-    with capture_sdk_log() as lines:
-        with ServiceBusClient.from_connection_string(
+    with (
+        capture_sdk_log() as lines,
+        ServiceBusClient.from_connection_string(
             connection.to_sdk_string(), logging_enable=True, retry_total=0
-        ) as client, client.get_queue_sender(queue) as sender:
-            sender.send_messages(message, timeout=SEND_TIMEOUT_SECONDS)
+        ) as client,
+        client.get_queue_sender(queue) as sender,
+    ):
+        sender.send_messages(message, timeout=SEND_TIMEOUT_SECONDS)
     return pd.DataFrame(lines, columns=["level", "logger", "message"])
+
+
+def summarize_frames(log: pd.DataFrame) -> pd.DataFrame:
+    """Count the AMQP frames of a captured SDK log by direction and type, with the last outcome of each.
+
+    Link names and delivery tags differ on every run; this summary does not, so a notebook can show it.
+    """
+    frames = log["message"].str.extract(_FRAME_LINE).dropna()
+    frames = frames[frames["frame"].isin(_SUMMARIZED_FRAMES)]
+    frames["direction"] = frames["direction"].map({"->": "client to service", "<-": "service to client"})
+    frames["outcome"] = frames["detail"].str.extract(_OUTCOME, expand=False).fillna("")
+    summary = frames.groupby(["direction", "frame"], sort=False).agg(
+        count=("frame", "size"), last_outcome=("outcome", "last")
+    )
+    return summary.reset_index()

@@ -67,7 +67,9 @@ class ReceivedMessage:
             sequence_number=message.sequence_number,
             dead_letter_reason=message.dead_letter_reason,
             dead_letter_description=message.dead_letter_error_description,
-            application_properties={_text(k): _text(v) for k, v in (message.application_properties or {}).items()},
+            application_properties={
+                _text(key): _text(value) for key, value in (message.application_properties or {}).items()
+            },
         )
 
 
@@ -109,7 +111,8 @@ class ServiceBusTarget:
                 )
             return cls(settings.target, settings.servicebus_connection_string)
 
-        emulator = LocalServiceBusEmulator(config or data_dir() / "servicebus-config.json", clock=clock).start()
+        config = config or data_dir() / "servicebus-config.json"
+        emulator = LocalServiceBusEmulator(config, clock=clock).start()
         return cls(Target.LOCAL, emulator.connection, emulator=emulator)
 
     def close(self) -> None:
@@ -187,13 +190,19 @@ class ServiceBusTarget:
 
     def check_connection(self, queue: str) -> pd.DataFrame:
         """Check, step by step, that the namespace answers: connect and authenticate, then peek a queue."""
-        rows = [("connection string", "valid", self.connection.masked())]
+        details = self.connection.describe()
+        summary = (
+            f"key name {details['shared_access_key_name']}, key {details['shared_access_key']}, "
+            f"{'emulator mode' if details['emulator_mode'] else 'TLS'}"
+        )
+        rows = [("connection string", "valid", summary)]
+        step = f"connect, authenticate, peek {queue}"
         try:
             self.peek(queue, count=1)
         except ServiceBusError as error:
-            rows.append(("connect, authenticate, peek " + queue, "failed", f"{type(error).__name__}: {error}"))
+            rows.append((step, "failed", f"{type(error).__name__}: {error}"))
         else:
-            rows.append(("connect, authenticate, peek " + queue, "ok", "the namespace answered"))
+            rows.append((step, "ok", "the namespace answered"))
         return pd.DataFrame(rows, columns=["check", "result", "detail"])
 
     def queue_table(self, queues: Iterable[str] | None = None) -> pd.DataFrame:

@@ -19,7 +19,9 @@ logger = logging.getLogger(__name__)
 class RoutingRulePanel:
     """Pick a route and one of its conditions, type a value, and see the routing decisions change."""
 
-    def __init__(self, rules: RoutingRules, documents: Sequence[CanonicalMessage], *, route: str, condition: str) -> None:
+    def __init__(
+        self, rules: RoutingRules, documents: Sequence[CanonicalMessage], *, route: str, condition: str
+    ) -> None:
         self.rules = rules
         self.documents = list(documents)
         self.route_picker = widgets.Dropdown(
@@ -44,7 +46,8 @@ class RoutingRulePanel:
 
     def _fill_conditions(self, route: str, condition: str | None) -> None:
         leaves = self.rules.route(route).leaves()
-        self.condition_picker.options = [(f"{path}: {leaf.field} {leaf.operator}", path) for path, leaf in leaves]
+        labels = [(f"{path}: {leaf.field} {leaf.operator}", path) for path, leaf in leaves]
+        self.condition_picker.options = labels
         self.condition_picker.value = condition or leaves[0][0]
         self._show_current_value()
 
