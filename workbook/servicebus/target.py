@@ -145,6 +145,7 @@ class ServiceBusTarget:
         """Send one message or a list of them to a queue in as few batches as fit; return the batch count."""
         pending = [messages] if isinstance(messages, ServiceBusMessage) else list(messages)
         sender = self.sender(queue)
+        self._check_each_fits(sender, queue, pending)
         batches = 0
         while pending:
             batch = sender.create_message_batch()
@@ -154,11 +155,21 @@ class ServiceBusTarget:
                 except ValueError:  # the SDK's signal that the batch is full
                     break
                 pending.pop(0)
-            if len(batch) == 0:
-                raise TargetError(f"a message for queue {queue!r} is larger than one batch allows; split it")
             sender.send_messages(batch, timeout=SEND_TIMEOUT_SECONDS)
             batches += 1
         return batches
+
+    @staticmethod
+    def _check_each_fits(sender: ServiceBusSender, queue: str, messages: list[ServiceBusMessage]) -> None:
+        # Checked before anything is sent, so an oversized message never leaves a list half sent.
+        for index, message in enumerate(messages):
+            try:
+                sender.create_message_batch().add_message(message)
+            except ValueError as error:
+                raise TargetError(
+                    f"message {index} (id {message.message_id!r}) for queue {queue!r} is larger than one "
+                    f"batch allows ({error}); nothing was sent. Store the payload and send a reference."
+                ) from error
 
     def receive_all(
         self,
@@ -205,7 +216,7 @@ class ServiceBusTarget:
             rows.append((step, "ok", "the namespace answered"))
         return pd.DataFrame(rows, columns=["check", "result", "detail"])
 
-    def queue_table(self, queues: Iterable[str] | None = None) -> pd.DataFrame:
+    def queue_table(self, queues: str | Iterable[str] | None = None) -> pd.DataFrame:
         """Return each queue's settings and its active and dead-letter message counts."""
         if self.emulator is not None:
             rows = [_local_row(row) for row in self.emulator.engine.describe_entities()]
@@ -218,15 +229,15 @@ class ServiceBusTarget:
             )
         table = pd.DataFrame(rows, columns=list(QUEUE_COLUMNS))
         if queues is not None:
-            wanted = {name.lower() for name in queues}
+            wanted = {name.lower() for name in _names(queues)}
             table = table[table["queue"].str.lower().isin(wanted)].reset_index(drop=True)
         return table
 
-    def purge(self, queues: Iterable[str] | None = None) -> int:
+    def purge(self, queues: str | Iterable[str] | None = None) -> int:
         """Delete every message of the given queues (default: all), dead-letter sub-queues included."""
         if self.emulator is not None and queues is None:
             return self.emulator.engine.purge()
-        names = list(queues) if queues is not None else list(self.queue_table()["queue"])
+        names = _names(queues) if queues is not None else list(self.queue_table()["queue"])
         removed = 0
         for name in names:
             removed += len(self.receive_all(name, max_wait=0.2))
@@ -269,3 +280,8 @@ def _azure_rows(connection: ServiceBusConnectionString) -> list[tuple]:
 
 def _text(value: Any) -> Any:
     return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value
+
+
+def _names(queues: str | Iterable[str]) -> list[str]:
+    # One name is a str, which is also an iterable of letters.
+    return [queues] if isinstance(queues, str) else list(queues)

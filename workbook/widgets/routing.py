@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -11,7 +12,7 @@ import pandas as pd
 from IPython.display import display
 
 from workbook.esb import CanonicalMessage, Router, RoutingRules, decisions_frame
-from workbook.esb.errors import EsbError
+from workbook.esb.errors import EsbError, RoutingRuleError, RuleProblem
 
 logger = logging.getLogger(__name__)
 
@@ -22,6 +23,13 @@ class RoutingRulePanel:
     def __init__(
         self, rules: RoutingRules, documents: Sequence[CanonicalMessage], *, route: str, condition: str
     ) -> None:
+        # Checked before the widgets exist, whose own error would not name the valid choices.
+        paths = [path for path, _ in rules.route(route).leaves()]
+        if condition not in paths:
+            problem = RuleProblem(
+                f"route {route!r}", f"no condition {condition!r}; its conditions: {', '.join(paths)}"
+            )
+            raise RoutingRuleError([problem])
         self.rules = rules
         self.documents = list(documents)
         self.route_picker = widgets.Dropdown(
@@ -53,8 +61,8 @@ class RoutingRulePanel:
 
     def _show_current_value(self) -> None:
         leaf = dict(self.rules.route(self.route_picker.value).leaves())[self.condition_picker.value]
-        expected = leaf.expected
-        self.value_box.value = ", ".join(expected) if isinstance(expected, tuple) else str(expected)
+        items = leaf.expected if isinstance(leaf.expected, tuple) else (leaf.expected,)
+        self.value_box.value = ", ".join(_as_text(item) for item in items)
 
     def apply(self, value: str | None = None) -> pd.DataFrame:
         """Route every document with the chosen condition set to `value` (default: the text box's value).
@@ -70,17 +78,20 @@ class RoutingRulePanel:
         table = decisions_frame(decisions)
         unrouted = table[~table["routed"]].reset_index(drop=True)
         self.status.value = (
-            f"<b>{route}</b> {path} = <code>{self.value_box.value}</code>: "
+            f"<b>{html.escape(route)}</b> {path} = <code>{html.escape(self.value_box.value)}</code>: "
             f"{len(table) - len(unrouted)} of {len(table)} documents routed, {len(unrouted)} unrouted"
         )
         return unrouted
 
     def _typed_value(self, route: str, path: str) -> Any:
-        # A list operator (in, not_in) takes the comma-separated text as a list.
+        # The router compares without coercion, so the text goes back to the type the rule had:
+        # a number stays a number, and a list operator (in, not_in) takes comma-separated items.
         leaf = dict(self.rules.route(route).leaves())[path]
+        text = self.value_box.value
         if isinstance(leaf.expected, tuple):
-            return [item.strip() for item in self.value_box.value.split(",") if item.strip()]
-        return self.value_box.value
+            sample = leaf.expected[0] if leaf.expected else ""
+            return [_from_text(item.strip(), sample) for item in text.split(",") if item.strip()]
+        return _from_text(text, leaf.expected)
 
     def _on_click(self) -> None:
         # Errors are shown in the panel: a traceback from a widget callback lands in a log nobody reads.
@@ -89,11 +100,32 @@ class RoutingRulePanel:
         try:
             unrouted = self.apply()
         except EsbError as error:
-            self.status.value = f"<span style='color:#b00'>invalid rule: {error}</span>"
+            self.status.value = f"<span style='color:#b00'>invalid rule: {html.escape(str(error))}</span>"
             return
         except Exception as error:  # shown to the reader, and logged with its traceback
             logger.exception("routing panel failed")
-            self.status.value = f"<span style='color:#b00'>{type(error).__name__}: {error}</span>"
+            message = html.escape(f"{type(error).__name__}: {error}")
+            self.status.value = f"<span style='color:#b00'>{message}</span>"
             return
         with self.output:
             display(unrouted if len(unrouted) else pd.DataFrame({"result": ["every document routed"]}))
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _from_text(text: str, sample: Any) -> Any:
+    """Convert the text box's text to the type of `sample`; text that does not convert stays text."""
+    if isinstance(sample, bool):
+        lowered = text.lower()
+        return {"true": True, "false": False}.get(lowered, text)
+    for kind in (int, float):
+        if isinstance(sample, kind):
+            try:
+                return kind(text)
+            except ValueError:
+                return text
+    return text
