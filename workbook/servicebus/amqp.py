@@ -104,8 +104,11 @@ class ServiceBusFrontEnd:
 
     def _open_link(self, link: Link) -> None:
         address = (link.remote_source if link.is_sender else link.remote_target).address or ""
-        is_queue = not self.management.is_node(address)
-        queue = self.engine.queue(Address.parse(address).entity) if is_queue else None
+        is_entity = not self.management.is_node(address)
+        # A receiver attaches to a queue or subscription; a sender may also target a topic.
+        if is_entity and link.is_sender:
+            self.engine.queue(Address.parse(address).entity)
+        send_limit = self.engine.send_limit(address) if is_entity and link.is_receiver else None
 
         link.source.copy(link.remote_source)
         link.target.copy(link.remote_target)
@@ -113,14 +116,14 @@ class ServiceBusFrontEnd:
         link.rcv_settle_mode = link.remote_rcv_settle_mode
 
         if link.is_sender:
-            if queue is not None:
+            if is_entity:
                 settled = link.remote_snd_settle_mode == Link.SND_SETTLED
                 self._outgoing[link] = _OutgoingLink(address, receive_and_delete=settled)
             link.open()
             return
 
-        if queue is not None:
-            link.max_message_size = queue.max_message_size_bytes
+        if send_limit is not None:
+            link.max_message_size = send_limit
         link.open()
         link.flow(LINK_CREDIT)
 
@@ -270,7 +273,7 @@ class ServiceBusFrontEnd:
             reason, description = _dead_letter_details(remote.condition)
             self.engine.dead_letter(lock_token, reason, description)
         elif outcome == Delivery.MODIFIED and remote.undeliverable:
-            raise _unsupported("defer")
+            self.engine.defer(lock_token)
         elif outcome in (Delivery.MODIFIED, Delivery.RELEASED):
             self.engine.abandon(lock_token)
         else:

@@ -190,6 +190,9 @@ class MessageSummary:
     subject: str | None
     content_type: str | None
     correlation_id: str | None
+    to: str | None
+    reply_to: str | None
+    reply_to_session_id: str | None
     ttl_seconds: float | None
     application_properties: dict[str, Any]
     body_size: int
@@ -212,6 +215,9 @@ def summarize(raw: bytes) -> MessageSummary:
         subject=_as_text(message.subject),
         content_type=_as_text(message.content_type),
         correlation_id=_as_text(message.correlation_id),
+        to=_as_text(message.address),
+        reply_to=_as_text(message.reply_to),
+        reply_to_session_id=_as_text(message.reply_to_group_id),
         ttl_seconds=message.ttl or None,
         application_properties={str(k): v for k, v in (message.properties or {}).items()},
         body_size=body_size,
@@ -224,6 +230,34 @@ def _as_text(value: Any) -> str | None:
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")
     return str(value)
+
+
+def rewrite(raw: bytes, *, system: dict[str, Any], application_properties: dict[str, Any]) -> bytes:
+    """Re-encode a message with changed system and application properties (what a rule action does).
+
+    ``system`` uses Service Bus names (Label, To, ReplyTo, ReplyToSessionId, SessionId, CorrelationId,
+    ContentType, MessageId). Unlike delivery, this changes the bare message, as Service Bus does.
+    """
+    message = Message()
+    message.decode(raw)
+    for name, value in system.items():
+        attribute = _SYSTEM_ATTRIBUTES.get(name)
+        if attribute is not None:
+            setattr(message, attribute, value)
+    message.properties = dict(application_properties)
+    return bytes(message.encode())
+
+
+_SYSTEM_ATTRIBUTES = {
+    "MessageId": "id",
+    "CorrelationId": "correlation_id",
+    "Label": "subject",
+    "To": "address",
+    "ReplyTo": "reply_to",
+    "ReplyToSessionId": "reply_to_group_id",
+    "SessionId": "group_id",
+    "ContentType": "content_type",
+}
 
 
 def wrap_value(value: Any) -> bytes:

@@ -52,7 +52,7 @@ class LocalServiceBusEmulator:
         self._key = key
         self._tempdir: tempfile.TemporaryDirectory | None = None
         self.store_path = Path(store) if store else self._temporary_store()
-        self.engine = ServiceBusEngine(self.store_path, self.config.queues, clock)
+        self.engine = ServiceBusEngine(self.store_path, self.config, clock)
         self._front_end = ServiceBusFrontEnd(self.engine, TokenValidator(key_name, key))
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None

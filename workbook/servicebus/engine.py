@@ -18,10 +18,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from workbook.clock import Clock, get_clock, virtual_to_wall
+from workbook.clock import Clock, get_clock, virtual_to_wall, wall_to_virtual
 from workbook.servicebus import codec
-from workbook.servicebus.entities import QueueProperties
-from workbook.servicebus.errors import EntityNotFoundError, MessageLockLostError, MessageTooLargeError
+from workbook.servicebus.entities import EmulatorConfig, QueueProperties, TopicProperties
+from workbook.servicebus.errors import (
+    EntityNotFoundError,
+    InvalidRequestError,
+    MessageLockLostError,
+    MessageNotFoundError,
+    MessageTooLargeError,
+)
+from workbook.servicebus.subscriptions import SubscriptionFilter
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +56,21 @@ CREATE TABLE IF NOT EXISTS messages (
     dead_letter_source TEXT
 );
 CREATE INDEX IF NOT EXISTS messages_by_entity ON messages (entity, sub_queue, sequence_number);
+CREATE TABLE IF NOT EXISTS duplicates (
+    entity TEXT NOT NULL COLLATE NOCASE,
+    duplicate_key TEXT NOT NULL,
+    seen_at REAL NOT NULL,
+    PRIMARY KEY (entity, duplicate_key)
+);
 """
+
+# Columns added after the first release, added to older store files when they are opened.
+_ADDED_COLUMNS = {
+    "scheduled_at": "REAL",
+    "deferred": "INTEGER NOT NULL DEFAULT 0",
+    "session_id": "TEXT",
+}
+MAX_FORWARD_HOPS = 4
 
 
 @dataclass(frozen=True)
@@ -87,19 +108,46 @@ class Settlement:
     outcome: str
 
 
+def _scheduled_time(raw: bytes) -> float | None:
+    # The SDK sends scheduled_enqueue_time_utc as the message annotation x-opt-scheduled-enqueue-time.
+    for section in codec.parse_sections(raw):
+        if section.code == codec.MESSAGE_ANNOTATIONS and section.value:
+            for key, value in section.value.items():
+                if str(key) == "x-opt-scheduled-enqueue-time" and value:
+                    return _epoch_seconds(value)
+    return None
+
+
+def _epoch_seconds(value: Any) -> float:
+    if isinstance(value, datetime):
+        return value.timestamp()
+    return int(value) / 1000.0
+
+
 class ServiceBusEngine:
     """Queue semantics on SQLite. Thread-safe: the AMQP front end and notebooks call it concurrently."""
 
-    def __init__(
-        self, store: Path | str, queues: Iterable[QueueProperties], clock: Clock | None = None
-    ) -> None:
-        self._queues = {queue.name.lower(): queue for queue in queues}
+    def __init__(self, store: Path | str, config: EmulatorConfig, clock: Clock | None = None) -> None:
+        self._queues = {entity.name.lower(): entity for entity in config.receivable()}
+        self._topics = {topic.name.lower(): topic for topic in config.topics}
+        self._filters = {
+            sub.name.lower(): SubscriptionFilter(sub)
+            for topic in config.topics
+            for sub in topic.subscriptions
+        }
         self._clock = clock
         self._lock = threading.RLock()
         self._db = sqlite3.connect(str(store), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        present = {row[1] for row in self._db.execute("PRAGMA table_info(messages)")}
+        for column, declaration in _ADDED_COLUMNS.items():
+            if column not in present:
+                self._db.execute(f"ALTER TABLE messages ADD COLUMN {column} {declaration}")
 
     @property
     def clock(self) -> Clock:
@@ -114,48 +162,193 @@ class ServiceBusEngine:
     # -- entities -------------------------------------------------------------------------------
 
     def queue(self, name: str) -> QueueProperties:
-        """Return a queue's settings; names compare case-insensitively, as in Service Bus."""
+        """Return a queue's or subscription's settings; names ignore case, as in Service Bus."""
         try:
             return self._queues[name.lower()]
         except KeyError:
-            raise EntityNotFoundError(name, sorted(q.name for q in self._queues.values())) from None
+            raise EntityNotFoundError(name, self._entity_names()) from None
 
     def queues(self) -> list[QueueProperties]:
-        """Return every queue's settings, in configuration order."""
+        """Return every queue's and subscription's settings, in configuration order."""
         return list(self._queues.values())
+
+    def topics(self) -> list[TopicProperties]:
+        """Return every topic's settings, in configuration order."""
+        return list(self._topics.values())
+
+    def is_topic(self, name: str) -> bool:
+        """Tell whether a send address names a topic."""
+        return Address.parse(name).entity.lower() in self._topics
+
+    def send_limit(self, name: str) -> int:
+        """Return the maximum message size in bytes of a queue or topic."""
+        entity = Address.parse(name).entity
+        topic = self._topics.get(entity.lower())
+        return topic.max_message_size_bytes if topic else self.queue(entity).max_message_size_bytes
+
+    def _entity_names(self) -> list[str]:
+        return sorted([*(q.name for q in self._queues.values()), *(t.name for t in self._topics.values())])
 
     # -- sending --------------------------------------------------------------------------------
 
     def enqueue(self, entity: str, raw: bytes) -> list[int]:
-        """Store one transfer (a message or a batch of them) and return the sequence numbers.
+        """Store one transfer (a message or a batch of them) and return the stored sequence numbers.
 
-        Raises EntityNotFoundError, MessageTooLargeError (nothing of the transfer is stored then)
-        or codec.MessageFormatError.
+        A topic stores a copy in each subscription whose rules match, so the list can be longer or
+        shorter than the batch; a message no subscription takes is dropped. Raises
+        EntityNotFoundError, MessageTooLargeError (nothing of the transfer is stored then) or
+        codec.MessageFormatError.
         """
-        queue = self.queue(Address.parse(entity).entity)
-        if len(raw) > queue.max_message_size_bytes:
-            raise MessageTooLargeError(queue.name, len(raw), queue.max_message_size_bytes)
+        name = Address.parse(entity).entity
+        limit = self.send_limit(name)
+        if len(raw) > limit:
+            raise MessageTooLargeError(name, len(raw), limit)
 
         messages = codec.unpack_batch(raw) or [raw]
         summaries = [codec.summarize(message) for message in messages]
         now = self._now()
+        stored: list[int] = []
         with self._transaction() as db:
-            return [
-                self._insert(db, queue, message, summary, now)
-                for message, summary in zip(messages, summaries, strict=True)
-            ]
+            for message, summary in zip(messages, summaries, strict=True):
+                stored += self._accept(db, name, message, summary, now, scheduled_at=None)
+        return stored
+
+    def schedule(self, entity: str, raws: Iterable[bytes]) -> list[int]:
+        """Store messages that become available at their ``x-opt-scheduled-enqueue-time``.
+
+        Returns one sequence number per message. On a topic, the message waits on the topic and
+        goes to the matching subscriptions when it is due, so cancelling it needs only that number.
+        """
+        name = Address.parse(entity).entity
+        now = self._now()
+        numbers: list[int] = []
+        with self._transaction() as db:
+            for raw in raws:
+                scheduled_at = self._scheduled_time(raw)
+                if scheduled_at is None:
+                    raise InvalidRequestError("a scheduled message carries no x-opt-scheduled-enqueue-time")
+                numbers.append(self._schedule_one(db, name, raw, now, scheduled_at))
+        return numbers
+
+    def _schedule_one(
+        self, db: sqlite3.Connection, name: str, raw: bytes, now: float, scheduled_at: float
+    ) -> int:
+        summary = codec.summarize(raw)
+        topic = self._topics.get(name.lower())
+        if topic is None:
+            queue = self.queue(name)
+            return self._insert(db, queue, raw, summary, now, scheduled_at)
+        cursor = db.execute(
+            "INSERT INTO messages (entity, sub_queue, message_id, session_id, raw, enqueued_at, scheduled_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (topic.name, ACTIVE, summary.message_id, summary.session_id, raw, now, scheduled_at),
+        )
+        return int(cursor.lastrowid or 0)
+
+    def cancel_scheduled(self, entity: str, sequence_numbers: Iterable[int]) -> int:
+        """Delete scheduled messages that are not yet due; return how many were deleted."""
+        name = Address.parse(entity).entity
+        topic = self._topics.get(name.lower())
+        stored_name = topic.name if topic else self.queue(name).name
+        now = self._now()
+        with self._transaction() as db:
+            deleted = 0
+            for number in sequence_numbers:
+                deleted += db.execute(
+                    "DELETE FROM messages WHERE sequence_number = ? AND entity = ? AND scheduled_at > ?",
+                    (int(number), stored_name, now),
+                ).rowcount
+        return deleted
+
+    def _accept(
+        self,
+        db: sqlite3.Connection,
+        name: str,
+        raw: bytes,
+        summary: codec.MessageSummary,
+        now: float,
+        *,
+        scheduled_at: float | None,
+    ) -> list[int]:
+        scheduled_at = scheduled_at if scheduled_at is not None else self._scheduled_time(raw)
+        if scheduled_at is not None and scheduled_at > now:
+            return [self._schedule_one(db, name, raw, now, scheduled_at)]
+        topic = self._topics.get(name.lower())
+        if topic is None:
+            queue = self.queue(name)
+            if self._is_duplicate(db, queue, summary, now):
+                return []
+            return [self._insert(db, queue, raw, summary, now, scheduled_at)]
+
+        if self._is_duplicate(db, topic, summary, now):
+            return []
+        stored: list[int] = []
+        for subscription in topic.subscriptions:
+            for copy in self._filters[subscription.name.lower()].copies(raw, summary):
+                stored.append(self._insert(db, subscription, copy, codec.summarize(copy), now, None))
+        if not stored:
+            logger.info(
+                "message %s sent to topic %s matched no subscription and was dropped",
+                summary.message_id,
+                name,
+            )
+        return stored
+
+    def _is_duplicate(
+        self, db: sqlite3.Connection, entity: QueueProperties | TopicProperties, summary: Any, now: float
+    ) -> bool:
+        # The window is keyed on MessageId, and on SessionId plus MessageId for session entities.
+        if not entity.requires_duplicate_detection or summary.message_id is None:
+            return False
+        key = summary.message_id
+        if getattr(entity, "requires_session", False):
+            key = f"{summary.session_id}\x1f{summary.message_id}"
+
+        window = entity.duplicate_detection_history_time_window.total_seconds()
+        row = db.execute(
+            "SELECT seen_at FROM duplicates WHERE entity = ? AND duplicate_key = ?", (entity.name, key)
+        ).fetchone()
+        if row is not None and row[0] > now - window:
+            logger.info("dropped duplicate message %s sent to %s", summary.message_id, entity.name)
+            return True
+        db.execute(
+            "INSERT OR REPLACE INTO duplicates (entity, duplicate_key, seen_at) VALUES (?, ?, ?)",
+            (entity.name, key, now),
+        )
+        return False
 
     def _insert(
-        self, db: sqlite3.Connection, queue: QueueProperties, raw: bytes, summary: Any, now: float
+        self,
+        db: sqlite3.Connection,
+        queue: QueueProperties,
+        raw: bytes,
+        summary: Any,
+        now: float,
+        scheduled_at: float | None,
+        hops: int = 0,
     ) -> int:
+        if queue.forward_to and hops < MAX_FORWARD_HOPS:
+            target = self.queue(queue.forward_to)
+            return self._insert(db, target, raw, summary, now, scheduled_at, hops + 1)
+
         ttl = summary.ttl_seconds
         if queue.default_message_time_to_live is not None:
             default = queue.default_message_time_to_live.total_seconds()
             ttl = min(ttl, default) if ttl else default
+        start = max(now, scheduled_at or now)
         cursor = db.execute(
-            "INSERT INTO messages (entity, sub_queue, message_id, raw, enqueued_at, expires_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (queue.name, ACTIVE, summary.message_id, raw, now, now + ttl if ttl else None),
+            "INSERT INTO messages (entity, sub_queue, message_id, session_id, raw, enqueued_at, expires_at,"
+            " scheduled_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                queue.name,
+                ACTIVE,
+                summary.message_id,
+                summary.session_id,
+                raw,
+                start,
+                start + ttl if ttl else None,
+                scheduled_at if scheduled_at and scheduled_at > now else None,
+            ),
         )
         return int(cursor.lastrowid or 0)
 
@@ -200,9 +393,11 @@ class ServiceBusEngine:
         db.row_factory = sqlite3.Row
         return db.execute(
             "SELECT * FROM messages WHERE entity = ? AND sub_queue = ? AND lock_token IS NULL"
+            " AND deferred = 0"
+            " AND (scheduled_at IS NULL OR scheduled_at <= ?)"
             " AND (expires_at IS NULL OR expires_at > ? OR sub_queue = ?)"
             " ORDER BY sequence_number LIMIT ?",
-            (entity, sub_queue, now, DEAD_LETTER, count),
+            (entity, sub_queue, now, now, DEAD_LETTER, count),
         ).fetchall()
 
     def peek(self, address: str, from_sequence_number: int, count: int) -> list[tuple[int, bytes]]:
@@ -256,6 +451,52 @@ class ServiceBusEngine:
             )
         return datetime.fromtimestamp(locked_until, UTC)
 
+    def defer(self, lock_token: uuid.UUID | str) -> Settlement:
+        """Set a locked message aside: it is delivered again only when asked for by sequence number."""
+        with self._transaction() as db:
+            row = self._locked_row(db, lock_token)
+            db.execute(
+                "UPDATE messages SET deferred = 1, lock_token = NULL, locked_until = NULL"
+                " WHERE sequence_number = ?",
+                (row["sequence_number"],),
+            )
+        return Settlement(row["sequence_number"], row["entity"], "deferred")
+
+    def receive_deferred(
+        self, address: str, sequence_numbers: Iterable[int], *, receive_and_delete: bool = False
+    ) -> list[LockedMessage]:
+        """Lock (or remove) deferred messages by sequence number; raise MessageNotFoundError for others."""
+        target = Address.parse(address)
+        queue = self.queue(target.entity)
+        self.expire()
+        now = self._now()
+        locked_until = now + queue.lock_duration.total_seconds()
+
+        with self._transaction() as db:
+            db.row_factory = sqlite3.Row
+            handed_out = []
+            for number in sequence_numbers:
+                row = db.execute(
+                    "SELECT * FROM messages WHERE sequence_number = ? AND entity = ? AND sub_queue = ?"
+                    " AND deferred = 1 AND lock_token IS NULL",
+                    (int(number), queue.name, target.sub_queue),
+                ).fetchone()
+                if row is None:
+                    raise MessageNotFoundError(queue.name, int(number))
+                if receive_and_delete:
+                    db.execute("DELETE FROM messages WHERE sequence_number = ?", (row["sequence_number"],))
+                    handed_out.append(LockedMessage(row["sequence_number"], None, self._delivery(row, None)))
+                    continue
+                token = uuid.uuid4()
+                db.execute(
+                    "UPDATE messages SET lock_token = ?, locked_until = ? WHERE sequence_number = ?",
+                    (str(token), locked_until, row["sequence_number"]),
+                )
+                handed_out.append(
+                    LockedMessage(row["sequence_number"], token, self._delivery(row, locked_until))
+                )
+        return handed_out
+
     def _locked_row(self, db: sqlite3.Connection, lock_token: uuid.UUID | str) -> sqlite3.Row:
         self._expire_in(db, self._now())
         db.row_factory = sqlite3.Row
@@ -285,6 +526,10 @@ class ServiceBusEngine:
     def _move_to_dead_letter(
         self, db: sqlite3.Connection, row: sqlite3.Row, reason: str | None, description: str | None
     ) -> None:
+        queue = self.queue(row["entity"])
+        if queue.forward_dead_lettered_messages_to:
+            self._forward_dead_letter(db, row, queue, reason, description)
+            return
         db.execute(
             "UPDATE messages SET sub_queue = ?, lock_token = NULL, locked_until = NULL, expires_at = NULL,"
             " dead_letter_reason = ?, dead_letter_description = ?, dead_letter_source = ?"
@@ -299,6 +544,34 @@ class ServiceBusEngine:
             reason,
         )
 
+    def _forward_dead_letter(
+        self,
+        db: sqlite3.Connection,
+        row: sqlite3.Row,
+        queue: QueueProperties,
+        reason: str | None,
+        description: str | None,
+    ) -> None:
+        # The forwarded copy carries the reason in its application properties, as a dead-lettered
+        # message does; it enters the target as a new message.
+        summary = codec.summarize(row["raw"])
+        properties = {
+            **summary.application_properties,
+            "DeadLetterReason": reason or "",
+            "DeadLetterErrorDescription": description or "",
+        }
+        raw = codec.rewrite(row["raw"], system={}, application_properties=properties)
+        target = self.queue(queue.forward_dead_lettered_messages_to)
+        self._insert(db, target, raw, codec.summarize(raw), self._now(), None)
+        db.execute("DELETE FROM messages WHERE sequence_number = ?", (row["sequence_number"],))
+        logger.info(
+            "dead-lettered message %s of %s forwarded to %s: %s",
+            row["message_id"],
+            queue.name,
+            target.name,
+            reason,
+        )
+
     # -- time -----------------------------------------------------------------------------------
 
     def expire(self) -> int:
@@ -308,6 +581,7 @@ class ServiceBusEngine:
 
     def _expire_in(self, db: sqlite3.Connection, now: float) -> int:
         db.row_factory = sqlite3.Row
+        released = self._release_due_topic_messages(db, now)
         expired_locks = db.execute(
             "SELECT * FROM messages WHERE lock_token IS NOT NULL AND locked_until <= ?", (now,)
         ).fetchall()
@@ -321,7 +595,20 @@ class ServiceBusEngine:
         ).fetchall()
         for row in expired_messages:
             self._expire_message(db, row)
-        return len(expired_locks) + len(expired_messages)
+        return released + len(expired_locks) + len(expired_messages)
+
+    def _release_due_topic_messages(self, db: sqlite3.Connection, now: float) -> int:
+        if not self._topics:
+            return 0
+        names = [topic.name for topic in self._topics.values()]
+        placeholders = ", ".join("?" for _ in names)
+        due = db.execute(
+            f"SELECT * FROM messages WHERE entity IN ({placeholders}) AND scheduled_at <= ?", (*names, now)
+        ).fetchall()
+        for row in due:
+            db.execute("DELETE FROM messages WHERE sequence_number = ?", (row["sequence_number"],))
+            self._accept(db, row["entity"], row["raw"], codec.summarize(row["raw"]), now, scheduled_at=now)
+        return len(due)
 
     def _expire_message(self, db: sqlite3.Connection, row: sqlite3.Row) -> None:
         queue = self.queue(row["entity"])
@@ -334,25 +621,41 @@ class ServiceBusEngine:
     def _now(self) -> float:
         return self.clock.now().timestamp()
 
+    def _scheduled_time(self, raw: bytes) -> float | None:
+        # The SDK sends the enqueue time in wall-clock terms, as it reads locked-until; the engine
+        # keeps it on its own clock.
+        wall = _scheduled_time(raw)
+        if wall is None:
+            return None
+        return wall_to_virtual(datetime.fromtimestamp(wall, UTC), self.clock).timestamp()
+
     # -- admin view -----------------------------------------------------------------------------
 
     def counts(self, entity: str) -> dict[str, int]:
-        """Return active, locked and dead-letter message counts of one queue."""
+        """Return a queue's or subscription's message counts.
+
+        ``active`` includes locked and deferred messages, as Service Bus counts them; ``scheduled``
+        messages are not yet available and counted apart.
+        """
         queue = self.queue(entity)
         self.expire()
+        now = self._now()
         with self._lock:
             rows = self._db.execute(
-                "SELECT sub_queue, lock_token IS NOT NULL, COUNT(*) FROM messages WHERE entity = ?"
-                " GROUP BY sub_queue, lock_token IS NOT NULL",
-                (queue.name,),
+                "SELECT sub_queue, lock_token IS NOT NULL, deferred, COALESCE(scheduled_at > ?, 0), COUNT(*)"
+                " FROM messages WHERE entity = ? GROUP BY 1, 2, 3, 4",
+                (now, queue.name),
             ).fetchall()
-        counts = {"active": 0, "locked": 0, "dead_letter": 0}
-        for sub_queue, locked, number in rows:
+        counts = {"active": 0, "locked": 0, "dead_letter": 0, "scheduled": 0, "deferred": 0}
+        for sub_queue, locked, deferred, scheduled, number in rows:
             if sub_queue == DEAD_LETTER:
                 counts["dead_letter"] += number
+            elif scheduled:
+                counts["scheduled"] += number
             else:
                 counts["active"] += number
                 counts["locked"] += number if locked else 0
+                counts["deferred"] += number if deferred else 0
         return counts
 
     def describe_entities(self) -> list[dict[str, Any]]:

@@ -84,18 +84,36 @@ _PROPERTY_PARSERS: dict[str, tuple[str, Any]] = {
     "DuplicateDetectionHistoryTimeWindow": ("duplicate_detection_history_time_window", parse_duration),
     "ForwardTo": ("forward_to", str),
     "ForwardDeadLetteredMessagesTo": ("forward_dead_lettered_messages_to", str),
+    "MaxMessageSizeInKilobytes": ("max_message_size_bytes", lambda value: int(value) * 1024),
 }
+_TOPIC_PROPERTIES = (
+    "DefaultMessageTimeToLive",
+    "RequiresDuplicateDetection",
+    "DuplicateDetectionHistoryTimeWindow",
+    "MaxMessageSizeInKilobytes",
+)
 
 
 def queue_from_config(entry: dict[str, Any], where: str) -> QueueProperties:
     """Build QueueProperties from one ``Queues[]`` entry of Config.json."""
-    name = entry.get("Name")
-    if not isinstance(name, str) or not name:
-        raise EmulatorConfigError(f"{where}: every queue needs a non-empty 'Name'")
+    name = _entry_name(entry, where)
+    settings, extra = _parse_properties(entry.get("Properties") or {}, where)
+    queue = QueueProperties(name=name, extra=extra, **settings)
+    _check_queue(queue, where)
+    return queue
 
+
+def _entry_name(entry: dict[str, Any], where: str) -> str:
+    name = entry.get("Name")
+    if not isinstance(name, str) or not name.strip():
+        raise EmulatorConfigError(f"{where}: every entity needs a non-empty 'Name'")
+    return name
+
+
+def _parse_properties(properties: dict[str, Any], where: str) -> tuple[dict[str, Any], dict[str, Any]]:
     settings: dict[str, Any] = {}
     extra: dict[str, Any] = {}
-    for key, value in (entry.get("Properties") or {}).items():
+    for key, value in properties.items():
         if key not in _PROPERTY_PARSERS:
             extra[key] = value
             continue
@@ -106,10 +124,7 @@ def queue_from_config(entry: dict[str, Any], where: str) -> QueueProperties:
             raise EmulatorConfigError(
                 f"{where}.Properties.{key}: invalid value {value!r} ({error})"
             ) from error
-
-    queue = QueueProperties(name=name, extra=extra, **settings)
-    _check_queue(queue, where)
-    return queue
+    return settings, extra
 
 
 def _check_queue(queue: QueueProperties, where: str) -> None:
@@ -123,16 +138,142 @@ def _check_queue(queue: QueueProperties, where: str) -> None:
         )
 
 
+SUBSCRIPTIONS_SEGMENT = "Subscriptions"
+DEFAULT_RULE_NAME = "$Default"
+
+
+@dataclass(frozen=True)
+class RuleProperties:
+    """A subscription rule: a filter (sql, correlation, true or false) and an optional SQL action."""
+
+    name: str
+    filter_type: str = "true"
+    sql_expression: str | None = None
+    correlation: dict[str, Any] = field(default_factory=dict)
+    action: str | None = None
+
+
+@dataclass(frozen=True)
+class SubscriptionProperties(QueueProperties):
+    """A subscription: receive settings like a queue's, plus its topic and its rules.
+
+    ``name`` is the receive path ``<topic>/Subscriptions/<subscription>``.
+    """
+
+    topic: str = ""
+    subscription: str = ""
+    rules: tuple[RuleProperties, ...] = (RuleProperties(DEFAULT_RULE_NAME),)
+
+
+@dataclass(frozen=True)
+class TopicProperties:
+    """A topic: send-side settings and its subscriptions."""
+
+    name: str
+    default_message_time_to_live: timedelta | None = None
+    requires_duplicate_detection: bool = False
+    duplicate_detection_history_time_window: timedelta = timedelta(seconds=20)
+    max_message_size_bytes: int = STANDARD_MAX_MESSAGE_BYTES
+    subscriptions: tuple[SubscriptionProperties, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        """Return the settings as plain values, durations in seconds, for tables."""
+        values = {key: value for key, value in asdict(self).items() if key not in ("extra", "subscriptions")}
+        for key, value in values.items():
+            if isinstance(value, timedelta):
+                values[key] = value.total_seconds()
+        return values
+
+
+def subscription_path(topic: str, subscription: str) -> str:
+    """Return the receive path of a subscription."""
+    return f"{topic}/{SUBSCRIPTIONS_SEGMENT}/{subscription}"
+
+
+def topic_from_config(entry: dict[str, Any], where: str) -> TopicProperties:
+    """Build TopicProperties, with its subscriptions and their rules, from one ``Topics[]`` entry."""
+    name = _entry_name(entry, where)
+    settings, extra = _parse_properties(entry.get("Properties") or {}, where)
+    unknown = [key for key in (entry.get("Properties") or {}) if key not in _TOPIC_PROPERTIES]
+    if unknown:
+        raise EmulatorConfigError(f"{where}.Properties: {', '.join(unknown)} do not apply to a topic")
+
+    subscriptions = tuple(
+        _subscription_from_config(name, sub, f"{where}.Subscriptions[{index}]", settings)
+        for index, sub in enumerate(entry.get("Subscriptions") or [])
+    )
+    return TopicProperties(name=name, subscriptions=subscriptions, extra=extra, **settings)
+
+
+def _subscription_from_config(
+    topic: str, entry: dict[str, Any], where: str, topic_settings: dict[str, Any]
+) -> SubscriptionProperties:
+    name = _entry_name(entry, where)
+    settings, extra = _parse_properties(entry.get("Properties") or {}, where)
+    inherited = {key: value for key, value in topic_settings.items() if key in ("max_message_size_bytes",)}
+    rules = tuple(
+        _rule_from_config(rule, f"{where}.Rules[{index}]")
+        for index, rule in enumerate(entry.get("Rules") or [])
+    )
+    subscription = SubscriptionProperties(
+        name=subscription_path(topic, name),
+        topic=topic,
+        subscription=name,
+        rules=rules or (RuleProperties(DEFAULT_RULE_NAME),),
+        extra=extra,
+        **{**inherited, **settings},
+    )
+    _check_queue(subscription, where)
+    return subscription
+
+
+_FILTER_TYPES = {"sql": "sql", "correlation": "correlation", "truefilter": "true", "falsefilter": "false"}
+
+
+def _rule_from_config(entry: dict[str, Any], where: str) -> RuleProperties:
+    name = _entry_name(entry, where)
+    properties = entry.get("Properties") or {}
+    kind = _FILTER_TYPES.get(str(properties.get("FilterType", "TrueFilter")).lower())
+    if kind is None:
+        raise EmulatorConfigError(
+            f"{where}.Properties.FilterType: {properties.get('FilterType')!r} is not Sql, Correlation, "
+            "TrueFilter or FalseFilter"
+        )
+
+    action = (properties.get("Action") or {}).get("SqlExpression")
+    if kind == "sql":
+        expression = (properties.get("SqlFilter") or {}).get("SqlExpression")
+        if not expression:
+            raise EmulatorConfigError(f"{where}.Properties.SqlFilter.SqlExpression is missing")
+        return RuleProperties(name, "sql", sql_expression=expression, action=action)
+    if kind == "correlation":
+        correlation = dict(properties.get("CorrelationFilter") or {})
+        if not correlation:
+            raise EmulatorConfigError(f"{where}.Properties.CorrelationFilter is missing or empty")
+        return RuleProperties(name, "correlation", correlation=correlation, action=action)
+    return RuleProperties(name, kind, action=action)
+
+
 @dataclass(frozen=True)
 class EmulatorConfig:
     """The entities of one namespace."""
 
     namespace: str
     queues: tuple[QueueProperties, ...]
+    topics: tuple[TopicProperties, ...] = ()
 
     def queue_names(self) -> list[str]:
         """Return the queue names in file order."""
         return [queue.name for queue in self.queues]
+
+    def topic_names(self) -> list[str]:
+        """Return the topic names in file order."""
+        return [topic.name for topic in self.topics]
+
+    def receivable(self) -> list[QueueProperties]:
+        """Return every entity a receiver can attach to: queues, then each topic's subscriptions."""
+        return [*self.queues, *(sub for topic in self.topics for sub in topic.subscriptions)]
 
 
 def load_config(source: Path | str | dict[str, Any]) -> EmulatorConfig:
@@ -167,14 +308,18 @@ def load_config(source: Path | str | dict[str, Any]) -> EmulatorConfig:
         queue_from_config(entry, f"{where}: Namespaces[0].Queues[{index}]")
         for index, entry in enumerate(namespace.get("Queues") or [])
     )
-    _check_unique(queues, where)
-    return EmulatorConfig(namespace=str(namespace.get("Name", "sbemulatorns")), queues=queues)
+    topics = tuple(
+        topic_from_config(entry, f"{where}: Namespaces[0].Topics[{index}]")
+        for index, entry in enumerate(namespace.get("Topics") or [])
+    )
+    _check_unique([*queues, *topics, *(s for t in topics for s in t.subscriptions)], where)
+    return EmulatorConfig(namespace=str(namespace.get("Name", "sbemulatorns")), queues=queues, topics=topics)
 
 
-def _check_unique(queues: tuple[QueueProperties, ...], where: str) -> None:
+def _check_unique(entities: list[QueueProperties | TopicProperties], where: str) -> None:
     seen: set[str] = set()
-    for queue in queues:
-        key = queue.name.lower()
+    for entity in entities:
+        key = entity.name.lower()
         if key in seen:
-            raise EmulatorConfigError(f"{where}: queue {queue.name!r} is defined twice (names ignore case)")
+            raise EmulatorConfigError(f"{where}: entity {entity.name!r} is defined twice (names ignore case)")
         seen.add(key)

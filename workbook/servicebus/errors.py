@@ -41,6 +41,26 @@ class MessageLockLostError(ServiceBusEmulatorError):
         )
 
 
+class InvalidRequestError(ServiceBusEmulatorError):
+    """A management request lacks a field or carries an invalid one."""
+
+    condition = "amqp:invalid-field"
+
+
+class MessageNotFoundError(ServiceBusEmulatorError):
+    """No deferred message has the requested sequence number."""
+
+    condition = "com.microsoft:message-not-found"
+
+    def __init__(self, entity: str, sequence_number: int) -> None:
+        self.entity = entity
+        self.sequence_number = sequence_number
+        super().__init__(
+            f"No deferred message with sequence number {sequence_number} in {entity!r}. "
+            "Use the sequence number that receive_messages returned before you deferred the message."
+        )
+
+
 class MessageTooLargeError(ServiceBusEmulatorError):
     """A message exceeded the entity's maximum size."""
 

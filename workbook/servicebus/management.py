@@ -21,7 +21,7 @@ from proton import Array, Data, Message, symbol
 
 from workbook.servicebus import codec
 from workbook.servicebus.engine import ServiceBusEngine
-from workbook.servicebus.errors import MessageLockLostError, ServiceBusEmulatorError
+from workbook.servicebus.errors import InvalidRequestError, MessageLockLostError, ServiceBusEmulatorError
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +74,9 @@ class ManagementNode:
             "com.microsoft:peek-message": self._peek,
             "com.microsoft:renew-lock": self._renew_lock,
             "com.microsoft:update-disposition": self._update_disposition,
+            "com.microsoft:schedule-message": self._schedule,
+            "com.microsoft:cancel-scheduled-message": self._cancel_scheduled,
+            "com.microsoft:receive-by-sequence-number": self._receive_by_sequence_number,
         }
 
     @staticmethod
@@ -100,7 +103,7 @@ class ManagementNode:
         except MessageLockLostError as error:
             return _response(request, 410, str(error), condition=error.condition)
         except ServiceBusEmulatorError as error:
-            status_code = 404 if error.condition == "amqp:not-found" else 500
+            status_code = _STATUS_BY_CONDITION.get(error.condition, 500)
             return _response(request, status_code, str(error), condition=error.condition)
         return _response(request, status, "", body=body)
 
@@ -142,6 +145,8 @@ class ManagementNode:
                 reason = values.get("deadletter-reason")
                 description = values.get("deadletter-description")
                 self.engine.dead_letter(token, reason, description)
+            elif status == "defered":  # sic: the operation's own spelling
+                self.engine.defer(token)
             else:
                 from workbook.servicebus.errors import UnsupportedOperationError
 
@@ -150,16 +155,60 @@ class ManagementNode:
                 )
         return 200, {}
 
+    def _schedule(self, entity: str, body: dict) -> tuple[int, Any]:
+        entries = _string_keys(body).get("messages") or []
+        raws = [_binary(_string_keys(entry).get("message")) for entry in entries]
+        numbers = self.engine.schedule(entity, raws)
+        return 200, {"sequence-numbers": Array(Data.NULL, Data.LONG, *numbers)}
+
+    def _cancel_scheduled(self, entity: str, body: dict) -> tuple[int, Any]:
+        numbers = _longs(_string_keys(body).get("sequence-numbers"))
+        self.engine.cancel_scheduled(entity, numbers)
+        return 200, {}
+
+    def _receive_by_sequence_number(self, entity: str, body: dict) -> tuple[int, Any]:
+        values = _string_keys(body)
+        numbers = _longs(values.get("sequence-numbers"))
+        # receiver-settle-mode 0 (first) is receive-and-delete; 1 (second) is peek-lock.
+        receive_and_delete = int(values.get("receiver-settle-mode", 1)) == 0
+        received = self.engine.receive_deferred(entity, numbers, receive_and_delete=receive_and_delete)
+        messages = []
+        for message in received:
+            entry: dict[str, Any] = {"message": message.delivery}
+            if message.lock_token is not None:
+                entry["lock-token"] = message.lock_token
+            messages.append(entry)
+        return 200, {"messages": messages}
+
     def _wall(self, moment):
         from workbook.clock import virtual_to_wall
 
         return virtual_to_wall(moment, self.engine.clock)
 
 
+_STATUS_BY_CONDITION = {
+    "amqp:not-found": 404,
+    "com.microsoft:message-not-found": 404,
+    "amqp:invalid-field": 400,
+    "amqp:not-implemented": 501,
+}
+
+
 def _string_keys(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         return {}
     return {str(key): value for key, value in body.items()}
+
+
+def _longs(raw: Any) -> list[int]:
+    elements = raw.elements if isinstance(raw, Array) else list(raw or [])
+    return [int(element) for element in elements]
+
+
+def _binary(value: Any) -> bytes:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    raise InvalidRequestError(f"expected the encoded message as binary, got {type(value).__name__}")
 
 
 def _lock_tokens(values: dict[str, Any]) -> list[uuid.UUID]:
