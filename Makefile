@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 export PYTHONHASHSEED := 0
 
-.PHONY: run test lint unit notebook-tests notebooks clean
+.PHONY: run test lint unit notebook-tests notebooks clean bench
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,8 +24,8 @@ run: $(STAMP)
 test: lint unit notebook-tests
 
 lint: $(STAMP)
-	$(BIN)/ruff check workbook tests
-	$(BIN)/ruff format --check workbook tests
+	$(BIN)/ruff check workbook tests benchmarks
+	$(BIN)/ruff format --check workbook tests benchmarks
 
 unit: $(STAMP)
 	$(BIN)/pytest -q
@@ -40,3 +40,7 @@ notebooks: $(STAMP)
 
 clean:
 	rm -rf runs .pytest_cache
+
+## bench: SDK throughput against the local emulator and a null AMQP server; rewrites benchmarks/README.md
+bench: $(STAMP)
+	$(BIN)/python benchmarks/throughput.py

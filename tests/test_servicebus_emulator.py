@@ -100,7 +100,13 @@ def test_send_and_complete_removes_message(client, emulator):
         assert message.sequence_number >= 1
         receiver.complete_message(message)
 
-    assert emulator.engine.counts("tasks") == {"active": 0, "locked": 0, "dead_letter": 0, "scheduled": 0, "deferred": 0}
+    assert emulator.engine.counts("tasks") == {
+        "active": 0,
+        "locked": 0,
+        "dead_letter": 0,
+        "scheduled": 0,
+        "deferred": 0,
+    }
 
 
 def test_batch_send_stores_each_message(client, emulator):
@@ -169,7 +175,13 @@ def test_max_delivery_count_moves_message_to_dead_letter(client, emulator):
             receiver.abandon_message(messages[0])
         assert receiver.receive_messages(max_message_count=1, max_wait_time=1) == []
 
-    assert emulator.engine.counts("tasks") == {"active": 0, "locked": 0, "dead_letter": 1, "scheduled": 0, "deferred": 0}
+    assert emulator.engine.counts("tasks") == {
+        "active": 0,
+        "locked": 0,
+        "dead_letter": 1,
+        "scheduled": 0,
+        "deferred": 0,
+    }
     receiver, dead = receive_one(client, "tasks", sub_queue=ServiceBusSubQueue.DEAD_LETTER)
     with receiver:
         assert dead.dead_letter_reason == "MaxDeliveryCountExceeded"
@@ -239,7 +251,13 @@ def test_peek_returns_messages_without_locking(client, emulator):
         peeked = receiver.peek_messages(max_message_count=10, timeout=SEND_TIMEOUT)
 
     assert [m.message_id for m in peeked] == ["p-0", "p-1", "p-2"]
-    assert emulator.engine.counts("tasks") == {"active": 3, "locked": 0, "dead_letter": 0, "scheduled": 0, "deferred": 0}
+    assert emulator.engine.counts("tasks") == {
+        "active": 3,
+        "locked": 0,
+        "dead_letter": 0,
+        "scheduled": 0,
+        "deferred": 0,
+    }
 
 
 def test_peek_on_empty_queue_returns_nothing(client):
@@ -256,7 +274,13 @@ def test_receive_and_delete_removes_on_delivery(client, emulator):
         messages = receiver.receive_messages(max_message_count=1, max_wait_time=WAIT)
 
     assert [str(m) for m in messages] == ["once"]
-    assert emulator.engine.counts("tasks") == {"active": 0, "locked": 0, "dead_letter": 0, "scheduled": 0, "deferred": 0}
+    assert emulator.engine.counts("tasks") == {
+        "active": 0,
+        "locked": 0,
+        "dead_letter": 0,
+        "scheduled": 0,
+        "deferred": 0,
+    }
 
 
 def test_default_queue_properties_follow_service_bus(emulator):
@@ -303,7 +327,13 @@ def test_ttl_expiry_dead_letters_when_configured(client, emulator, clock):
 
     clock.advance(timedelta(seconds=11))
 
-    assert emulator.engine.counts("short-lived") == {"active": 0, "locked": 0, "dead_letter": 1, "scheduled": 0, "deferred": 0}
+    assert emulator.engine.counts("short-lived") == {
+        "active": 0,
+        "locked": 0,
+        "dead_letter": 1,
+        "scheduled": 0,
+        "deferred": 0,
+    }
     receiver, dead = receive_one(client, "short-lived", sub_queue=ServiceBusSubQueue.DEAD_LETTER)
     with receiver:
         assert dead.dead_letter_reason == "TTLExpiredException"

@@ -6,8 +6,19 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
-from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusReceiver, ServiceBusSubQueue
-from azure.servicebus.exceptions import MessageNotFoundError, ServiceBusError
+from azure.servicebus import (
+    NEXT_AVAILABLE_SESSION,
+    ServiceBusClient,
+    ServiceBusMessage,
+    ServiceBusReceiver,
+    ServiceBusSubQueue,
+)
+from azure.servicebus.exceptions import (
+    MessageNotFoundError,
+    OperationTimeoutError,
+    ServiceBusError,
+    SessionCannotBeLockedError,
+)
 
 from workbook.clock import VirtualClock, virtual_to_wall
 from workbook.servicebus import LocalServiceBusEmulator
@@ -39,6 +50,7 @@ CONFIG = {
                     },
                     {"Name": "parking", "Properties": {}},
                     {"Name": "small", "Properties": {"MaxMessageSizeInKilobytes": 4}},
+                    {"Name": "sessions", "Properties": {"RequiresSession": True, "LockDuration": "PT30S"}},
                 ],
                 "Topics": [
                     {
@@ -378,3 +390,88 @@ def test_entity_size_limit_from_config(client, emulator):
         sender.send_messages(ServiceBusMessage(b"x" * 5000), timeout=TIMEOUT)
 
     assert emulator.engine.counts("small")["active"] == 0
+
+
+# -- sessions ------------------------------------------------------------------------------------
+
+
+def session_message(session_id: str, number: int) -> ServiceBusMessage:
+    return ServiceBusMessage(
+        f"{session_id}-{number}", message_id=f"{session_id}-{number}", session_id=session_id
+    )
+
+
+def test_session_receiver_gets_its_session_in_order(client):
+    send(client, "sessions", *[session_message(s, n) for n in range(3) for s in ("A", "B")])
+
+    with client.get_queue_receiver("sessions", session_id="B") as receiver:
+        received = [m.message_id for m in drain(receiver)]
+
+    assert received == ["B-0", "B-1", "B-2"]
+
+
+def test_next_available_session_names_the_session(client):
+    send(client, "sessions", session_message("only", 0))
+
+    with client.get_queue_receiver(
+        "sessions", session_id=NEXT_AVAILABLE_SESSION, max_wait_time=5
+    ) as receiver:
+        assert receiver.session.session_id == "only"
+        assert [m.message_id for m in drain(receiver)] == ["only-0"]
+
+
+def test_next_available_without_sessions_times_out(client):
+    with (
+        pytest.raises(OperationTimeoutError),
+        client.get_queue_receiver("sessions", session_id=NEXT_AVAILABLE_SESSION, max_wait_time=5) as receiver,
+    ):
+        receiver.receive_messages(max_message_count=1, max_wait_time=1)
+
+
+def test_locked_session_cannot_be_taken_twice(client):
+    send(client, "sessions", session_message("busy", 0))
+
+    with client.get_queue_receiver("sessions", session_id="busy") as first:
+        first.receive_messages(max_message_count=1, max_wait_time=WAIT)
+        with (
+            pytest.raises(SessionCannotBeLockedError),
+            client.get_queue_receiver("sessions", session_id="busy") as second,
+        ):
+            second.receive_messages(max_message_count=1, max_wait_time=1)
+
+    with client.get_queue_receiver("sessions", session_id="busy") as third:
+        assert [m.message_id for m in drain(third)] == ["busy-0"]
+
+
+def test_session_state_round_trips(client):
+    send(client, "sessions", session_message("stateful", 0))
+
+    with client.get_queue_receiver("sessions", session_id="stateful") as receiver:
+        assert receiver.session.get_state(timeout=TIMEOUT) is None
+        receiver.session.set_state(b"step 2 of 4", timeout=TIMEOUT)
+        assert receiver.session.get_state(timeout=TIMEOUT) == b"step 2 of 4"
+        drain(receiver)
+
+
+def test_session_lock_renewal_moves_expiry(client, clock):
+    send(client, "sessions", session_message("renewed", 0))
+
+    with client.get_queue_receiver("sessions", session_id="renewed") as receiver:
+        before = receiver.session.locked_until_utc
+        clock.advance(timedelta(seconds=20))
+        after = receiver.session.renew_lock(timeout=TIMEOUT)
+        drain(receiver)
+
+    assert after > before
+
+
+def test_send_without_session_id_to_session_queue_fails(client, emulator):
+    with pytest.raises(ServiceBusError), client.get_queue_sender("sessions") as sender:
+        sender.send_messages(ServiceBusMessage("no session"), timeout=TIMEOUT)
+
+    assert emulator.engine.counts("sessions")["active"] == 0
+
+
+def test_plain_receiver_on_session_queue_fails(client):
+    with pytest.raises(ServiceBusError), client.get_queue_receiver("sessions") as receiver:
+        receiver.receive_messages(max_message_count=1, max_wait_time=1)

@@ -258,7 +258,13 @@ def test_receive_all_reads_dead_letter_queue(target: ServiceBusTarget, clock: Vi
 
     assert [message.message_id for message in dead] == ["ttl-1"]
     assert dead[0].dead_letter_reason == TTL_EXPIRED
-    assert counts(target, "short-lived") == {"active": 0, "locked": 0, "dead_letter": 0, "scheduled": 0, "deferred": 0}
+    assert counts(target, "short-lived") == {
+        "active": 0,
+        "locked": 0,
+        "dead_letter": 0,
+        "scheduled": 0,
+        "deferred": 0,
+    }
 
 
 def test_peek_leaves_messages_in_queue(target: ServiceBusTarget):
@@ -267,7 +273,13 @@ def test_peek_leaves_messages_in_queue(target: ServiceBusTarget):
     first_two = target.peek("inbox", count=2)
 
     assert [message.message_id for message in first_two] == ["p-0", "p-1"]
-    assert counts(target, "inbox") == {"active": 3, "locked": 0, "dead_letter": 0, "scheduled": 0, "deferred": 0}
+    assert counts(target, "inbox") == {
+        "active": 3,
+        "locked": 0,
+        "dead_letter": 0,
+        "scheduled": 0,
+        "deferred": 0,
+    }
 
 
 # -- diagnosis ----------------------------------------------------------------------------------
@@ -360,7 +372,13 @@ def test_purge_named_queue_includes_dead_letters(target: ServiceBusTarget, clock
     removed = target.purge(["short-lived"])
 
     assert removed == 3
-    assert counts(target, "short-lived") == {"active": 0, "locked": 0, "dead_letter": 0, "scheduled": 0, "deferred": 0}
+    assert counts(target, "short-lived") == {
+        "active": 0,
+        "locked": 0,
+        "dead_letter": 0,
+        "scheduled": 0,
+        "deferred": 0,
+    }
     assert counts(target, "bulk")["active"] == 1
 
 

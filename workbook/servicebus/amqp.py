@@ -12,18 +12,24 @@ import logging
 import threading
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 from proton import Condition, Delivery, Disposition, Endpoint, Link, Message, Terminus, symbol
 from proton.reactor import Container
 
+from workbook.clock import virtual_to_wall
 from workbook.servicebus import codec
 from workbook.servicebus.engine import Address, ServiceBusEngine
-from workbook.servicebus.errors import ServiceBusEmulatorError
+from workbook.servicebus.errors import InvalidOperationError, ServiceBusEmulatorError
 from workbook.servicebus.management import ManagementNode, TokenValidator
+from workbook.servicebus.sessions import SessionLock
 
 logger = logging.getLogger(__name__)
 
 DEAD_LETTER_CONDITION = "com.microsoft:dead-letter"
+SESSION_FILTER = "com.microsoft:session-filter"
+SESSION_LOCKED_UNTIL = "com.microsoft:locked-until-utc"
+DOTNET_EPOCH_TICKS = 621_355_968_000_000_000
 LINK_CREDIT = 100
 TICK_SECONDS = 0.05
 
@@ -34,6 +40,7 @@ class _OutgoingLink:
 
     address: str
     receive_and_delete: bool
+    session: SessionLock | None = None
 
 
 class ServiceBusFrontEnd:
@@ -118,7 +125,8 @@ class ServiceBusFrontEnd:
         if link.is_sender:
             if is_entity:
                 settled = link.remote_snd_settle_mode == Link.SND_SETTLED
-                self._outgoing[link] = _OutgoingLink(address, receive_and_delete=settled)
+                session = self._accept_session(link, address)
+                self._outgoing[link] = _OutgoingLink(address, receive_and_delete=settled, session=session)
             link.open()
             return
 
@@ -126,6 +134,25 @@ class ServiceBusFrontEnd:
             link.max_message_size = send_limit
         link.open()
         link.flow(LINK_CREDIT)
+
+    def _accept_session(self, link: Link, address: str) -> SessionLock | None:
+        requested, session_id = _session_filter(link.remote_source)
+        queue = self.engine.queue(Address.parse(address).entity)
+        if not requested:
+            if queue.requires_session:
+                raise InvalidOperationError(
+                    f"{queue.name!r} requires sessions: open a session receiver (session_id=..., or "
+                    "NEXT_AVAILABLE_SESSION) instead of a plain one"
+                )
+            return None
+
+        lock = self.engine.accept_session(address, session_id)
+        # The SDK learns which session it got, and until when, from the attach the server sends back.
+        link.source.filter.clear()
+        link.source.filter.put_object({symbol(SESSION_FILTER): lock.session_id})
+        wall = virtual_to_wall(lock.locked_until, self.engine.clock)
+        link.properties = {symbol(SESSION_LOCKED_UNTIL): _dotnet_ticks(wall)}
+        return lock
 
     def on_link_remote_close(self, event) -> None:
         link = event.link
@@ -147,8 +174,11 @@ class ServiceBusFrontEnd:
             self._release_unsettled(link)
 
     def _release_unsettled(self, link: Link) -> None:
-        # A receiver that goes away leaves its locks to expire, as on Service Bus; only the link state goes.
-        self._outgoing.pop(link, None)
+        # A receiver that goes away leaves its message locks to expire, as on Service Bus, but gives
+        # its session back at once so that another receiver can take it.
+        state = self._outgoing.pop(link, None)
+        if state is not None and state.session is not None:
+            self.engine.release_session(state.session)
 
     # -- sending to receivers -------------------------------------------------------------------
 
@@ -162,10 +192,11 @@ class ServiceBusFrontEnd:
             return
 
         if link.credit > 0:
+            session_id = state.session.session_id if state.session else None
             if state.receive_and_delete:
-                messages = self.engine.receive_and_delete(state.address, link.credit)
+                messages = self.engine.receive_and_delete(state.address, link.credit, session_id=session_id)
             else:
-                messages = self.engine.lock_next(state.address, link.credit)
+                messages = self.engine.lock_next(state.address, link.credit, session_id=session_id)
             for message in messages:
                 self._send(link, state, message)
 
@@ -287,6 +318,25 @@ class ServiceBusFrontEnd:
             local.undeliverable = remote.undeliverable
         delivery.update(delivery.remote_state)
         delivery.settle()
+
+
+def _session_filter(source: Terminus) -> tuple[bool, str | None]:
+    """Return whether a receiver asked for a session, and which (None: the next available one)."""
+    data = source.filter
+    data.rewind()
+    if not data.next():
+        return False, None
+    filters = data.get_object() or {}
+    for key, value in filters.items():
+        if str(key) == SESSION_FILTER:
+            value = getattr(value, "value", value)  # a described filter carries its value inside
+            return True, None if value is None else str(value)
+    return False, None
+
+
+def _dotnet_ticks(moment: datetime) -> int:
+    # Service Bus sends session lock expiry as .NET ticks: 100 ns steps since 0001-01-01.
+    return DOTNET_EPOCH_TICKS + int(moment.timestamp() * 10_000_000)
 
 
 def _condition(error: Exception) -> Condition:

@@ -77,23 +77,8 @@ def unpack_batch(raw: bytes) -> list[bytes] | None:
     its own. python-qpid-proton does not expose a transfer's message format to the receiving
     side, so a transfer counts as a batch when every data section is itself a complete message.
     """
-    # NOTE: a single message whose body is an encoded AMQP message would be taken for a batch.
-    sections = parse_sections(raw)
-    bodies = [section.value for section in sections if section.code == DATA]
-    if not bodies or any(section.code in (AMQP_VALUE, AMQP_SEQUENCE) for section in sections):
-        return None
-
-    messages: list[bytes] = []
-    for body in bodies:
-        inner = bytes(body)
-        if not inner.startswith(b"\x00\x53"):
-            return None
-        try:
-            parse_sections(inner)
-        except MessageFormatError:
-            return None
-        messages.append(inner)
-    return messages
+    inner = _batch_messages(parse_sections(raw))
+    return None if inner is None else [message for message, _ in inner]
 
 
 def encode_section(code: int, value: Any) -> bytes:
@@ -196,32 +181,67 @@ class MessageSummary:
     ttl_seconds: float | None
     application_properties: dict[str, Any]
     body_size: int
+    scheduled_enqueue_ms: int | None = None
 
 
-def summarize(raw: bytes) -> MessageSummary:
-    """Decode the parts of a message that Service Bus rules read (ids, TTL, application properties)."""
-    message = Message()
-    try:
-        message.decode(raw)
-    except Exception as error:  # proton raises its own MessageException subclasses
-        raise MessageFormatError(f"undecodable AMQP message: {error}") from error
+def summarize(raw: bytes, sections: list[Section] | None = None) -> MessageSummary:
+    """Read the parts of a message that Service Bus rules use (ids, TTL, application properties).
 
-    body_size = sum(
-        len(s.encoded) for s in parse_sections(raw) if s.code in (DATA, AMQP_SEQUENCE, AMQP_VALUE)
-    )
+    Pass ``sections`` when the caller has parsed the message already; it is then not parsed again.
+    """
+    sections = parse_sections(raw) if sections is None else sections
+    values = {section.code: section.value for section in sections}
+    properties = list(values.get(PROPERTIES) or []) + [None] * 13
+    header = list(values.get(HEADER) or []) + [None] * 5
+    annotations = {str(key): value for key, value in (values.get(MESSAGE_ANNOTATIONS) or {}).items()}
+
     return MessageSummary(
-        message_id=_as_text(message.id),
-        session_id=_as_text(message.group_id),
-        subject=_as_text(message.subject),
-        content_type=_as_text(message.content_type),
-        correlation_id=_as_text(message.correlation_id),
-        to=_as_text(message.address),
-        reply_to=_as_text(message.reply_to),
-        reply_to_session_id=_as_text(message.reply_to_group_id),
-        ttl_seconds=message.ttl or None,
-        application_properties={str(k): v for k, v in (message.properties or {}).items()},
-        body_size=body_size,
+        message_id=_as_text(properties[0]),
+        session_id=_as_text(properties[10]),
+        subject=_as_text(properties[3]),
+        content_type=_as_text(properties[6]),
+        correlation_id=_as_text(properties[5]),
+        to=_as_text(properties[2]),
+        reply_to=_as_text(properties[4]),
+        reply_to_session_id=_as_text(properties[12]),
+        ttl_seconds=int(header[2]) / 1000.0 if header[2] else None,
+        application_properties={str(k): v for k, v in (values.get(APPLICATION_PROPERTIES) or {}).items()},
+        body_size=sum(len(s.encoded) for s in sections if s.code in (DATA, AMQP_SEQUENCE, AMQP_VALUE)),
+        scheduled_enqueue_ms=_milliseconds(annotations.get("x-opt-scheduled-enqueue-time")),
     )
+
+
+def _milliseconds(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return int(value.timestamp() * 1000)
+    return int(value)
+
+
+def split_transfer(raw: bytes) -> list[tuple[bytes, list[Section]]]:
+    """Return each message of a transfer with its parsed sections: the batch's messages, or the one."""
+    sections = parse_sections(raw)
+    inner = _batch_messages(sections)
+    return inner if inner is not None else [(raw, sections)]
+
+
+def _batch_messages(sections: list[Section]) -> list[tuple[bytes, list[Section]]] | None:
+    # NOTE: a single message whose body is an encoded AMQP message would be taken for a batch.
+    bodies = [section.value for section in sections if section.code == DATA]
+    if not bodies or any(section.code in (AMQP_VALUE, AMQP_SEQUENCE) for section in sections):
+        return None
+
+    messages = []
+    for body in bodies:
+        inner = bytes(body)
+        if not inner.startswith(b"\x00\x53"):
+            return None
+        try:
+            messages.append((inner, parse_sections(inner)))
+        except MessageFormatError:
+            return None
+    return messages
 
 
 def _as_text(value: Any) -> str | None:

@@ -23,11 +23,13 @@ from workbook.servicebus import codec
 from workbook.servicebus.entities import EmulatorConfig, QueueProperties, TopicProperties
 from workbook.servicebus.errors import (
     EntityNotFoundError,
+    InvalidOperationError,
     InvalidRequestError,
     MessageLockLostError,
     MessageNotFoundError,
     MessageTooLargeError,
 )
+from workbook.servicebus.sessions import SESSIONS_SCHEMA, SessionOperations
 from workbook.servicebus.subscriptions import SubscriptionFilter
 
 logger = logging.getLogger(__name__)
@@ -56,6 +58,8 @@ CREATE TABLE IF NOT EXISTS messages (
     dead_letter_source TEXT
 );
 CREATE INDEX IF NOT EXISTS messages_by_entity ON messages (entity, sub_queue, sequence_number);
+CREATE INDEX IF NOT EXISTS messages_locked ON messages (locked_until) WHERE lock_token IS NOT NULL;
+CREATE INDEX IF NOT EXISTS messages_expiring ON messages (expires_at) WHERE expires_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS duplicates (
     entity TEXT NOT NULL COLLATE NOCASE,
     duplicate_key TEXT NOT NULL,
@@ -108,23 +112,15 @@ class Settlement:
     outcome: str
 
 
-def _scheduled_time(raw: bytes) -> float | None:
-    # The SDK sends scheduled_enqueue_time_utc as the message annotation x-opt-scheduled-enqueue-time.
-    for section in codec.parse_sections(raw):
-        if section.code == codec.MESSAGE_ANNOTATIONS and section.value:
-            for key, value in section.value.items():
-                if str(key) == "x-opt-scheduled-enqueue-time" and value:
-                    return _epoch_seconds(value)
-    return None
+def _check_session_id(queue: QueueProperties, summary: codec.MessageSummary) -> None:
+    if queue.requires_session and not summary.session_id:
+        raise InvalidOperationError(
+            f"{queue.name!r} requires sessions, but message {summary.message_id!r} has no SessionId. "
+            "Set session_id on every message sent to it."
+        )
 
 
-def _epoch_seconds(value: Any) -> float:
-    if isinstance(value, datetime):
-        return value.timestamp()
-    return int(value) / 1000.0
-
-
-class ServiceBusEngine:
+class ServiceBusEngine(SessionOperations):
     """Queue semantics on SQLite. Thread-safe: the AMQP front end and notebooks call it concurrently."""
 
     def __init__(self, store: Path | str, config: EmulatorConfig, clock: Clock | None = None) -> None:
@@ -141,6 +137,7 @@ class ServiceBusEngine:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        self._db.executescript(SESSIONS_SCHEMA)
         self._add_missing_columns()
 
     def _add_missing_columns(self) -> None:
@@ -204,12 +201,13 @@ class ServiceBusEngine:
         if len(raw) > limit:
             raise MessageTooLargeError(name, len(raw), limit)
 
-        messages = codec.unpack_batch(raw) or [raw]
-        summaries = [codec.summarize(message) for message in messages]
+        messages = [
+            (message, codec.summarize(message, sections)) for message, sections in codec.split_transfer(raw)
+        ]
         now = self._now()
         stored: list[int] = []
         with self._transaction() as db:
-            for message, summary in zip(messages, summaries, strict=True):
+            for message, summary in messages:
                 stored += self._accept(db, name, message, summary, now, scheduled_at=None)
         return stored
 
@@ -224,7 +222,7 @@ class ServiceBusEngine:
         numbers: list[int] = []
         with self._transaction() as db:
             for raw in raws:
-                scheduled_at = self._scheduled_time(raw)
+                scheduled_at = self._on_engine_clock(codec.summarize(raw).scheduled_enqueue_ms)
                 if scheduled_at is None:
                     raise InvalidRequestError("a scheduled message carries no x-opt-scheduled-enqueue-time")
                 numbers.append(self._schedule_one(db, name, raw, now, scheduled_at))
@@ -270,12 +268,14 @@ class ServiceBusEngine:
         *,
         scheduled_at: float | None,
     ) -> list[int]:
-        scheduled_at = scheduled_at if scheduled_at is not None else self._scheduled_time(raw)
+        if scheduled_at is None:
+            scheduled_at = self._on_engine_clock(summary.scheduled_enqueue_ms)
         if scheduled_at is not None and scheduled_at > now:
             return [self._schedule_one(db, name, raw, now, scheduled_at)]
         topic = self._topics.get(name.lower())
         if topic is None:
             queue = self.queue(name)
+            _check_session_id(queue, summary)
             if self._is_duplicate(db, queue, summary, now):
                 return []
             return [self._insert(db, queue, raw, summary, now, scheduled_at)]
@@ -284,6 +284,7 @@ class ServiceBusEngine:
             return []
         stored: list[int] = []
         for subscription in topic.subscriptions:
+            _check_session_id(subscription, summary)
             for copy in self._filters[subscription.name.lower()].copies(raw, summary):
                 stored.append(self._insert(db, subscription, copy, codec.summarize(copy), now, None))
         if not stored:
@@ -354,8 +355,11 @@ class ServiceBusEngine:
 
     # -- receiving ------------------------------------------------------------------------------
 
-    def lock_next(self, address: str, count: int) -> list[LockedMessage]:
-        """Lock up to ``count`` available messages in sequence order and return their deliveries."""
+    def lock_next(self, address: str, count: int, *, session_id: str | None = None) -> list[LockedMessage]:
+        """Lock up to ``count`` available messages in sequence order and return their deliveries.
+
+        With ``session_id``, only that session's messages, in order (the caller holds the session lock).
+        """
         target = Address.parse(address)
         queue = self.queue(target.entity)
         self.expire()
@@ -363,7 +367,7 @@ class ServiceBusEngine:
         locked_until = now + queue.lock_duration.total_seconds()
 
         with self._transaction() as db:
-            rows = self._available(db, queue.name, target.sub_queue, count, now)
+            rows = self._available(db, queue.name, target.sub_queue, count, now, session_id)
             handed_out = []
             for row in rows:
                 token = uuid.uuid4()
@@ -376,7 +380,9 @@ class ServiceBusEngine:
                 )
         return handed_out
 
-    def receive_and_delete(self, address: str, count: int) -> list[LockedMessage]:
+    def receive_and_delete(
+        self, address: str, count: int, *, session_id: str | None = None
+    ) -> list[LockedMessage]:
         """Remove up to ``count`` available messages and return their deliveries (no lock)."""
         target = Address.parse(address)
         queue = self.queue(target.entity)
@@ -384,20 +390,30 @@ class ServiceBusEngine:
         now = self._now()
 
         with self._transaction() as db:
-            rows = self._available(db, queue.name, target.sub_queue, count, now)
+            rows = self._available(db, queue.name, target.sub_queue, count, now, session_id)
             for row in rows:
                 db.execute("DELETE FROM messages WHERE sequence_number = ?", (row["sequence_number"],))
         return [LockedMessage(row["sequence_number"], None, self._delivery(row, None)) for row in rows]
 
-    def _available(self, db: sqlite3.Connection, entity: str, sub_queue: str, count: int, now: float) -> list:
+    def _available(
+        self,
+        db: sqlite3.Connection,
+        entity: str,
+        sub_queue: str,
+        count: int,
+        now: float,
+        session_id: str | None = None,
+    ) -> list:
         db.row_factory = sqlite3.Row
+        session_clause = " AND session_id = ?" if session_id is not None else ""
+        parameters: tuple = (entity, sub_queue, now, now, DEAD_LETTER)
+        parameters += (session_id,) if session_id is not None else ()
         return db.execute(
             "SELECT * FROM messages WHERE entity = ? AND sub_queue = ? AND lock_token IS NULL"
-            " AND deferred = 0"
-            " AND (scheduled_at IS NULL OR scheduled_at <= ?)"
+            " AND deferred = 0 AND (scheduled_at IS NULL OR scheduled_at <= ?)"
             " AND (expires_at IS NULL OR expires_at > ? OR sub_queue = ?)"
-            " ORDER BY sequence_number LIMIT ?",
-            (entity, sub_queue, now, now, DEAD_LETTER, count),
+            f"{session_clause} ORDER BY sequence_number LIMIT ?",
+            (*parameters, count),
         ).fetchall()
 
     def peek(self, address: str, from_sequence_number: int, count: int) -> list[tuple[int, bytes]]:
@@ -498,10 +514,11 @@ class ServiceBusEngine:
         return handed_out
 
     def _locked_row(self, db: sqlite3.Connection, lock_token: uuid.UUID | str) -> sqlite3.Row:
-        self._expire_in(db, self._now())
+        # Only this row's lock is checked: an expired one is left for the next expiry sweep to count,
+        # because this transaction rolls back when MessageLockLostError is raised.
         db.row_factory = sqlite3.Row
         row = db.execute("SELECT * FROM messages WHERE lock_token = ?", (str(lock_token),)).fetchone()
-        if row is None:
+        if row is None or row["locked_until"] <= self._now():
             raise MessageLockLostError(str(lock_token))
         return row
 
@@ -582,6 +599,7 @@ class ServiceBusEngine:
     def _expire_in(self, db: sqlite3.Connection, now: float) -> int:
         db.row_factory = sqlite3.Row
         released = self._release_due_topic_messages(db, now)
+        self._expire_session_locks(db, now)
         expired_locks = db.execute(
             "SELECT * FROM messages WHERE lock_token IS NOT NULL AND locked_until <= ?", (now,)
         ).fetchall()
@@ -589,7 +607,8 @@ class ServiceBusEngine:
             self._count_failed_delivery(db, row)
 
         expired_messages = db.execute(
-            "SELECT * FROM messages WHERE sub_queue = ? AND lock_token IS NULL"
+            # The unary + keeps SQLite from scanning the lock_token index for NULLs.
+            "SELECT * FROM messages WHERE sub_queue = ? AND +lock_token IS NULL"
             " AND expires_at IS NOT NULL AND expires_at <= ?",
             (ACTIVE, now),
         ).fetchall()
@@ -621,13 +640,12 @@ class ServiceBusEngine:
     def _now(self) -> float:
         return self.clock.now().timestamp()
 
-    def _scheduled_time(self, raw: bytes) -> float | None:
+    def _on_engine_clock(self, wall_ms: int | None) -> float | None:
         # The SDK sends the enqueue time in wall-clock terms, as it reads locked-until; the engine
         # keeps it on its own clock.
-        wall = _scheduled_time(raw)
-        if wall is None:
+        if wall_ms is None:
             return None
-        return wall_to_virtual(datetime.fromtimestamp(wall, UTC), self.clock).timestamp()
+        return wall_to_virtual(datetime.fromtimestamp(wall_ms / 1000, UTC), self.clock).timestamp()
 
     # -- admin view -----------------------------------------------------------------------------
 

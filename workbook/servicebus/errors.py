@@ -41,6 +41,30 @@ class MessageLockLostError(ServiceBusEmulatorError):
         )
 
 
+class InvalidOperationError(ServiceBusEmulatorError):
+    """An operation the entity's settings forbid, such as a send without SessionId to a session queue."""
+
+    condition = "amqp:not-allowed"
+
+
+class SessionCannotBeLockedError(ServiceBusEmulatorError):
+    """The requested session is locked by another receiver."""
+
+    condition = "com.microsoft:session-cannot-be-locked"
+
+
+class NoSessionAvailableError(ServiceBusEmulatorError):
+    """A receiver asked for the next available session and no unlocked session has messages."""
+
+    condition = "com.microsoft:timeout"
+
+
+class SessionLockLostError(ServiceBusEmulatorError):
+    """A session operation named a session whose lock expired or is held by another receiver."""
+
+    condition = "com.microsoft:session-lock-lost"
+
+
 class InvalidRequestError(ServiceBusEmulatorError):
     """A management request lacks a field or carries an invalid one."""
 
@@ -64,7 +88,7 @@ class MessageNotFoundError(ServiceBusEmulatorError):
 class MessageTooLargeError(ServiceBusEmulatorError):
     """A message exceeded the entity's maximum size."""
 
-    condition = "com.microsoft:message-size-exceeded"
+    condition = "amqp:link:message-size-exceeded"
 
     def __init__(self, entity: str, size: int, limit: int) -> None:
         self.entity = entity

@@ -77,6 +77,10 @@ class ManagementNode:
             "com.microsoft:schedule-message": self._schedule,
             "com.microsoft:cancel-scheduled-message": self._cancel_scheduled,
             "com.microsoft:receive-by-sequence-number": self._receive_by_sequence_number,
+            "com.microsoft:get-session-state": self._get_session_state,
+            "com.microsoft:set-session-state": self._set_session_state,
+            "com.microsoft:renew-session-lock": self._renew_session_lock,
+            "com.microsoft:get-message-sessions": self._get_message_sessions,
         }
 
     @staticmethod
@@ -180,6 +184,30 @@ class ManagementNode:
             messages.append(entry)
         return 200, {"messages": messages}
 
+    def _get_session_state(self, entity: str, body: dict) -> tuple[int, Any]:
+        session_id = _required_text(_string_keys(body), "session-id")
+        return 200, {"session-state": self.engine.get_session_state(entity, session_id)}
+
+    def _set_session_state(self, entity: str, body: dict) -> tuple[int, Any]:
+        values = _string_keys(body)
+        state = values.get("session-state")
+        state_bytes = None if state is None else _binary(state)
+        self.engine.set_session_state(entity, _required_text(values, "session-id"), state_bytes)
+        return 200, {}
+
+    def _renew_session_lock(self, entity: str, body: dict) -> tuple[int, Any]:
+        session_id = _required_text(_string_keys(body), "session-id")
+        locked_until = self.engine.renew_session_lock(entity, session_id)
+        return 200, {"expiration": codec.to_timestamp(self._wall(locked_until))}
+
+    def _get_message_sessions(self, entity: str, body: dict) -> tuple[int, Any]:
+        values = _string_keys(body)
+        skip, top = int(values.get("skip", 0)), int(values.get("top", 100))
+        sessions = self.engine.list_sessions(entity)[skip : skip + top]
+        if not sessions:
+            return 204, None
+        return 200, {"skip": skip, "sessions-ids": sessions}
+
     def _wall(self, moment):
         from workbook.clock import virtual_to_wall
 
@@ -191,6 +219,8 @@ _STATUS_BY_CONDITION = {
     "com.microsoft:message-not-found": 404,
     "amqp:invalid-field": 400,
     "amqp:not-implemented": 501,
+    "com.microsoft:session-lock-lost": 410,
+    "amqp:not-allowed": 400,
 }
 
 
@@ -198,6 +228,13 @@ def _string_keys(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         return {}
     return {str(key): value for key, value in body.items()}
+
+
+def _required_text(values: dict[str, Any], key: str) -> str:
+    value = values.get(key)
+    if value is None:
+        raise InvalidRequestError(f"the request has no {key!r}")
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _longs(raw: Any) -> list[int]:
