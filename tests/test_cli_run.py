@@ -455,7 +455,6 @@ def test_doctor_fails_for_azure_target_without_settings(
 
     assert exit_status == 1
     assert re.search(r"^settings\s+FAIL\s", output.out, re.MULTILINE)
-    assert "WORKBOOK_COSMOS_ENDPOINT is not set" in output.out
     assert "scheme is 'http'" in output.out
     assert FAKE_KEY not in output.out + output.err
 
@@ -476,3 +475,21 @@ def test_help_runs_as_console_script() -> None:
     assert "usage: workbook" in completed.stdout
     assert "run" in completed.stdout
     assert "doctor" in completed.stdout
+
+
+def test_help_example_parameter_file_is_valid_for_notebook_01(tmp_path: Path) -> None:
+    from workbook.cli.run import PARAMETER_FILE_HELP, load_parameter_file, plan_notebooks
+    from workbook.paths import project_root
+
+    example = PARAMETER_FILE_HELP.split("for example:\n", 1)[1].split("\n\n", 1)[0]
+    path = tmp_path / "example.yaml"
+    path.write_text(example)
+    notebooks_dir = project_root() / "notebooks"
+    shared, per_notebook = load_parameter_file(path)
+
+    (plan,) = plan_notebooks(
+        [notebooks_dir / "01_messages_not_routed.ipynb"], notebooks_dir, {}, shared, per_notebook
+    )
+
+    assert plan.parameters["data_path"] == "../shared/data/peppol"
+    assert plan.parameters["seed"] == 7

@@ -942,3 +942,21 @@ def test_import_reads_no_settings(tmp_path: Path) -> None:
     )
 
     assert completed.returncode == 0, completed.stderr
+
+
+def test_azure_target_needs_no_cosmos_settings(tmp_path: Path) -> None:
+    environment = azure_environment(WORKBOOK_COSMOS_ENDPOINT="", WORKBOOK_COSMOS_KEY="")
+
+    settings = load_settings(environment, env_file=write_env(tmp_path / "empty.env"))
+
+    assert settings.target is Target.AZURE
+    assert settings.cosmos_endpoint is None
+
+
+def test_azure_host_with_capital_true_reports_bad_key_too() -> None:
+    text = "Endpoint=sb://x.servicebus.windows.net/;SharedAccessKeyName=k;SharedAccessKey=abc;UseDevelopmentEmulator=True"
+
+    problems = validate_connection_string(text)
+
+    assert any("is not lowercase true or false" in problem for problem in problems)
+    assert any("is not valid base64" in problem for problem in problems)

@@ -35,7 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--config",
         type=Path,
         default=data_dir() / "servicebus-config.json",
-        help="entity configuration in the format of Microsoft's emulator Config.json",
+        help="entity configuration in the format of Microsoft's emulator Config.json (default: %(default)s)",
     )
     parser.add_argument(
         "--store",

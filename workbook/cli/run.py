@@ -46,7 +46,7 @@ notebook only. Ids are quoted strings resolved like --notebook, for example:
 
     seed: 7
     notebooks:
-      "01": {failure_rate: 0.2}
+      "01": {data_path: ../shared/data/peppol}
 
 Per-notebook values override shared ones, and -p overrides both. Every name must be a parameter in
 the notebook's cell tagged `parameters`, so `notebooks` cannot be used as a parameter name there.

@@ -159,8 +159,9 @@ def _analyse(text: str) -> tuple[dict[str, Any], list[str]]:
     endpoint, host, port = _check_endpoint(settings.get(ENDPOINT), problems)
     emulator = _check_emulator_flag(settings.get(EMULATOR_FLAG), problems)
     # A misspelt 'True' is already reported, so the key is judged as an emulator key to avoid a
-    # second, misleading problem about its format.
-    intends_emulator = (settings.get(EMULATOR_FLAG) or "").strip().lower() == "true"
+    # second, misleading problem about its format, unless the endpoint is an Azure namespace.
+    flag_says_emulator = (settings.get(EMULATOR_FLAG) or "").strip().lower() == "true"
+    intends_emulator = flag_says_emulator and not _is_azure_namespace(host)
     _check_credentials(settings, intends_emulator, problems)
     _check_entity_path(settings.get(ENTITY_PATH), problems)
 
@@ -343,6 +344,17 @@ def _check_credentials(settings: dict[str, str], emulator: bool, problems: list[
             f"{KEY} is not valid base64 ({len(key)} characters; an Azure key has 44 characters). Copy the "
             "key again from the namespace's Shared access policies in the Azure portal."
         )
+
+
+_AZURE_NAMESPACE_SUFFIXES = (
+    ".servicebus.windows.net",
+    ".servicebus.chinacloudapi.cn",
+    ".servicebus.usgovcloudapi.net",
+)
+
+
+def _is_azure_namespace(host: str | None) -> bool:
+    return bool(host) and host.lower().endswith(_AZURE_NAMESPACE_SUFFIXES)
 
 
 def _is_base64(text: str) -> bool:

@@ -202,10 +202,11 @@ def _check_target_needs(
 
     if SERVICEBUS_VARIABLE not in values:
         problems.append(_missing(SERVICEBUS_VARIABLE, target, _CONNECTION_STRING_HINTS[target]))
-    if COSMOS_ENDPOINT_VARIABLE not in values:
-        problems.append(_missing(COSMOS_ENDPOINT_VARIABLE, target, "the Cosmos DB account's URI"))
-    if COSMOS_KEY_VARIABLE not in values:
+    # Cosmos DB is optional (only the event-store notebooks use it), but half a setting is a mistake.
+    if COSMOS_ENDPOINT_VARIABLE in values and COSMOS_KEY_VARIABLE not in values:
         problems.append(_missing(COSMOS_KEY_VARIABLE, target, "the Cosmos DB account's primary key"))
+    if COSMOS_KEY_VARIABLE in values and COSMOS_ENDPOINT_VARIABLE not in values:
+        problems.append(_missing(COSMOS_ENDPOINT_VARIABLE, target, "the Cosmos DB account's URI"))
 
     if connection is None:
         return
