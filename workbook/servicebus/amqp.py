@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -18,10 +19,11 @@ from proton import Condition, Delivery, Disposition, Endpoint, Link, Message, Te
 from proton.reactor import Container
 
 from workbook.clock import virtual_to_wall
+from workbook.faults import FaultInjector, FaultKind, FaultRule
 from workbook.servicebus import codec
 from workbook.servicebus.engine import Address, ServiceBusEngine
-from workbook.servicebus.errors import InvalidOperationError, ServiceBusEmulatorError
-from workbook.servicebus.management import ManagementNode, TokenValidator
+from workbook.servicebus.errors import InvalidOperationError, MessageLockLostError, ServiceBusEmulatorError
+from workbook.servicebus.management import ManagementNode, TokenValidator, fault_response
 from workbook.servicebus.sessions import SessionLock
 
 logger = logging.getLogger(__name__)
@@ -30,6 +32,15 @@ DEAD_LETTER_CONDITION = "com.microsoft:dead-letter"
 SESSION_FILTER = "com.microsoft:session-filter"
 SESSION_LOCKED_UNTIL = "com.microsoft:locked-until-utc"
 DOTNET_EPOCH_TICKS = 621_355_968_000_000_000
+CBS_NODE = "$cbs"
+
+# The AMQP error condition and management status code Service Bus uses for each injected failure.
+FAULT_CONDITIONS = {
+    FaultKind.SERVER_BUSY: "com.microsoft:server-busy",
+    FaultKind.TIMEOUT: "com.microsoft:timeout",
+    FaultKind.ERROR: "amqp:internal-error",
+}
+FAULT_STATUS_CODES = {FaultKind.SERVER_BUSY: 503, FaultKind.TIMEOUT: 408, FaultKind.ERROR: 500}
 LINK_CREDIT = 100
 TICK_SECONDS = 0.05
 
@@ -46,9 +57,12 @@ class _OutgoingLink:
 class ServiceBusFrontEnd:
     """Proton event handler: one instance serves every connection of one emulator."""
 
-    def __init__(self, engine: ServiceBusEngine, tokens: TokenValidator) -> None:
+    def __init__(
+        self, engine: ServiceBusEngine, tokens: TokenValidator, faults: FaultInjector | None = None
+    ) -> None:
         self.engine = engine
         self.management = ManagementNode(engine, tokens)
+        self.faults = faults or FaultInjector()
         self._outgoing: dict[Link, _OutgoingLink] = {}
         self._stop = threading.Event()
         self.container: Container | None = None
@@ -230,16 +244,31 @@ class ServiceBusFrontEnd:
         raw = link.recv(delivery.pending)
         link.advance()
         address = link.remote_target.address or ""
+        if link.credit < LINK_CREDIT // 2:
+            link.flow(LINK_CREDIT - link.credit)
 
         if self.management.is_node(address):
-            self._handle_request(link, raw)
-            delivery.update(Delivery.ACCEPTED)
+            self._answer_request(link, raw, delivery)
+        else:
+            self._apply_send_faults(link, address, raw, delivery)
+
+    def _apply_send_faults(self, link: Link, address: str, raw: bytes, delivery: Delivery) -> None:
+        fault = self.faults.check(_scope(address), "send")
+        if fault is None:
+            self._enqueue(address, raw, delivery)
+            return
+
+        logger.info("injected %s into a send to %s", fault.kind, address)
+        if fault.kind is FaultKind.LATENCY:
+            self._later(fault, lambda: self._enqueue(address, raw, delivery))
+        elif fault.kind is FaultKind.CONNECTION_DROP:
+            _drop_connection(link)
+        elif fault.kind in FAULT_CONDITIONS:
+            delivery.local.condition = _fault_condition(fault)
+            delivery.update(Delivery.REJECTED)
             delivery.settle()
         else:
             self._enqueue(address, raw, delivery)
-
-        if link.credit < LINK_CREDIT // 2:
-            link.flow(LINK_CREDIT - link.credit)
 
     def _enqueue(self, address: str, raw: bytes, delivery: Delivery) -> None:
         try:
@@ -253,10 +282,36 @@ class ServiceBusFrontEnd:
         delivery.update(Delivery.ACCEPTED)
         delivery.settle()
 
-    def _handle_request(self, link: Link, raw: bytes) -> None:
+    def _answer_request(self, link: Link, raw: bytes, delivery: Delivery) -> None:
+        delivery.update(Delivery.ACCEPTED)
+        delivery.settle()
         request = Message()
         request.decode(raw)
-        response = self.management.handle(link.remote_target.address or "", request)
+        address = link.remote_target.address or ""
+
+        operation = "token" if address.lower() == CBS_NODE else "management"
+        fault = self.faults.check(_scope(address), operation)
+        if fault is None:
+            self._reply(link, self.management.handle(address, request))
+            return
+
+        logger.info("injected %s into a %s request to %s", fault.kind, operation, address)
+        if fault.kind is FaultKind.LATENCY:
+            self._later(fault, lambda: self._reply(link, self.management.handle(address, request)))
+        elif fault.kind is FaultKind.CONNECTION_DROP:
+            _drop_connection(link)
+        elif fault.kind in FAULT_CONDITIONS:
+            status = FAULT_STATUS_CODES[fault.kind]
+            condition = FAULT_CONDITIONS[fault.kind]
+            self._reply(link, fault_response(request, status, condition, cbs=operation == "token"))
+        else:
+            self._reply(link, self.management.handle(address, request))
+
+    def _later(self, fault: FaultRule, action: Callable[[], None]) -> None:
+        # Latency never blocks the reactor: other clients go on while this answer waits.
+        self.container.schedule(fault.latency_seconds, _Callback(action))
+
+    def _reply(self, link: Link, response: Message) -> None:
         reply_link = self._reply_link(link)
         if reply_link is None:
             logger.warning(
@@ -286,11 +341,49 @@ class ServiceBusFrontEnd:
             delivery.settle()
             return
 
+        state = self._outgoing.get(link)
+        scope = _scope(state.address) if state else "*"
+        fault = self.faults.check(scope, "settle")
+        if fault is not None and self._act_out_settle_fault(link, delivery, lock_token, fault):
+            return
+
         remote = delivery.remote
         try:
             self._apply_outcome(lock_token, delivery.remote_state, remote)
         except ServiceBusEmulatorError as error:
             logger.info("settlement of lock %s failed: %s", lock_token, error)
+            delivery.local.condition = _condition(error)
+            delivery.update(Delivery.REJECTED)
+            delivery.settle()
+            return
+        self._echo_outcome(delivery, remote)
+
+    def _act_out_settle_fault(
+        self, link: Link, delivery: Delivery, lock_token: uuid.UUID, fault: FaultRule
+    ) -> bool:
+        """Act a fault out on a settlement; return False when the settlement should go on as usual."""
+        logger.info("injected %s into the settlement of lock %s", fault.kind, lock_token)
+        if fault.kind is FaultKind.LATENCY:
+            self._later(fault, lambda: self._settle_without_faults(link, delivery, lock_token))
+            return True
+        if fault.kind is FaultKind.CONNECTION_DROP:
+            _drop_connection(link)
+            return True
+        if fault.kind is FaultKind.LOCK_LOSS:
+            # The lock is really gone: the message counts a failed delivery and becomes available again.
+            self.engine.abandon(lock_token)
+            delivery.local.condition = _condition(MessageLockLostError(str(lock_token)))
+        else:
+            delivery.local.condition = _fault_condition(fault)
+        delivery.update(Delivery.REJECTED)
+        delivery.settle()
+        return True
+
+    def _settle_without_faults(self, link: Link, delivery: Delivery, lock_token: uuid.UUID) -> None:
+        remote = delivery.remote
+        try:
+            self._apply_outcome(lock_token, delivery.remote_state, remote)
+        except ServiceBusEmulatorError as error:
             delivery.local.condition = _condition(error)
             delivery.update(Delivery.REJECTED)
             delivery.settle()
@@ -318,6 +411,45 @@ class ServiceBusFrontEnd:
             local.undeliverable = remote.undeliverable
         delivery.update(delivery.remote_state)
         delivery.settle()
+
+
+class _Callback:
+    """A proton timer handler that runs one function on the reactor thread."""
+
+    def __init__(self, action: Callable[[], None]) -> None:
+        self.action = action
+
+    def on_timer_task(self, event) -> None:
+        try:
+            self.action()
+        except Exception:  # a delayed answer that fails must not stop the reactor
+            logger.exception("a delayed operation failed")
+
+
+def _scope(address: str) -> str:
+    """Name an address's entity for fault rules: ``orders``, ``orders/subscriptions/all``."""
+    node = address.split("://", 1)[1].split("/", 1)[1] if "://" in address else address
+    for suffix in ("/$management", "/$deadletterqueue"):
+        if node.lower().endswith(suffix):
+            node = node[: -len(suffix)]
+    return node.strip("/").lower()
+
+
+def _fault_condition(fault: FaultRule) -> Condition:
+    return Condition(
+        FAULT_CONDITIONS[fault.kind],
+        f"injected fault {fault.rule_id}: {fault.kind}",
+        {symbol("com.microsoft:tracking-id"): str(uuid.uuid4())},
+    )
+
+
+def _drop_connection(link: Link) -> None:
+    # Closing both directions of the transport ends the TCP connection without an AMQP close frame,
+    # as a network failure does; the client sees a connection error and its retry policy reconnects.
+    transport = link.connection.transport
+    if transport is not None:
+        transport.close_tail()
+        transport.close_head()
 
 
 def _session_filter(source: Terminus) -> tuple[bool, str | None]:

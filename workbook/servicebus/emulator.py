@@ -13,6 +13,7 @@ from proton.reactor import Container
 
 from workbook.clock import Clock
 from workbook.config import DEFAULT_KEY_NAME, EMULATOR_KEY, ServiceBusConnectionString
+from workbook.faults import FaultInjector
 from workbook.servicebus.amqp import ServiceBusFrontEnd
 from workbook.servicebus.engine import ServiceBusEngine
 from workbook.servicebus.entities import EmulatorConfig, load_config
@@ -44,6 +45,7 @@ class LocalServiceBusEmulator:
         clock: Clock | None = None,
         key_name: str = DEFAULT_KEY_NAME,
         key: str = EMULATOR_KEY,
+        faults: FaultInjector | None = None,
     ) -> None:
         self.config = config if isinstance(config, EmulatorConfig) else load_config(config)
         self.host = host
@@ -53,7 +55,8 @@ class LocalServiceBusEmulator:
         self._tempdir: tempfile.TemporaryDirectory | None = None
         self.store_path = Path(store) if store else self._temporary_store()
         self.engine = ServiceBusEngine(self.store_path, self.config, clock)
-        self._front_end = ServiceBusFrontEnd(self.engine, TokenValidator(key_name, key))
+        self.faults = faults or FaultInjector()
+        self._front_end = ServiceBusFrontEnd(self.engine, TokenValidator(key_name, key), self.faults)
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 

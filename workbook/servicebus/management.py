@@ -224,6 +224,11 @@ _STATUS_BY_CONDITION = {
 }
 
 
+def fault_response(request: Message, status: int, condition: str, *, cbs: bool = False) -> Message:
+    """Build the response Service Bus sends for a failed request, as an injected fault's answer."""
+    return _response(request, status, f"injected fault: {condition}", cbs=cbs, condition=condition)
+
+
 def _string_keys(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         return {}
