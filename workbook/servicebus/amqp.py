@@ -234,11 +234,18 @@ class ServiceBusFrontEnd:
     def on_delivery(self, event) -> None:
         delivery: Delivery = event.delivery
         link = event.link
-        if link.is_receiver:
-            if delivery.readable and not delivery.partial:
-                self._receive_transfer(link, delivery)
-        elif delivery.updated and not delivery.settled:
-            self._settle(link, delivery)
+        try:
+            if link.is_receiver:
+                if delivery.readable and not delivery.partial:
+                    self._receive_transfer(link, delivery)
+            elif delivery.updated and not delivery.settled:
+                self._settle(link, delivery)
+        except Exception as error:  # one client's bad input must not end the reactor for all clients
+            logger.exception("failed to handle a delivery on link %r; detaching it", link.name)
+            link.condition = Condition(
+                "amqp:internal-error", f"the emulator failed on this delivery: {error}"
+            )
+            link.close()
 
     def _receive_transfer(self, link: Link, delivery: Delivery) -> None:
         raw = link.recv(delivery.pending)

@@ -227,9 +227,13 @@ def split_transfer(raw: bytes) -> list[tuple[bytes, list[Section]]]:
 
 
 def _batch_messages(sections: list[Section]) -> list[tuple[bytes, list[Section]]] | None:
-    # NOTE: a single message whose body is an encoded AMQP message would be taken for a batch.
+    # The SDK's batch envelope has data sections only, apart from properties that copy the first
+    # message's id and session id. A single message whose body happens to be an encoded AMQP
+    # message has its own id or application properties, which tells it apart.
     bodies = [section.value for section in sections if section.code == DATA]
-    if not bodies or any(section.code in (AMQP_VALUE, AMQP_SEQUENCE) for section in sections):
+    if not bodies or any(
+        section.code in (AMQP_VALUE, AMQP_SEQUENCE, APPLICATION_PROPERTIES) for section in sections
+    ):
         return None
 
     messages = []
@@ -241,7 +245,21 @@ def _batch_messages(sections: list[Section]) -> list[tuple[bytes, list[Section]]
             messages.append((inner, parse_sections(inner)))
         except MessageFormatError:
             return None
+    if not _envelope_matches_first(sections, messages[0][1]):
+        return None
     return messages
+
+
+def _envelope_matches_first(envelope: list[Section], first: list[Section]) -> bool:
+    outer = next((s.value for s in envelope if s.code == PROPERTIES), None)
+    if outer is None:
+        return True
+    inner = next((s.value for s in first if s.code == PROPERTIES), None) or []
+    outer_fields = (list(outer) + [None] * 13)[:13]
+    inner_fields = (list(inner) + [None] * 13)[:13]
+    # An envelope sets only the message id (0) and session id (10), both copied from the first message.
+    others_empty = all(value is None for index, value in enumerate(outer_fields) if index not in (0, 10))
+    return others_empty and outer_fields[0] == inner_fields[0] and outer_fields[10] == inner_fields[10]
 
 
 def _as_text(value: Any) -> str | None:

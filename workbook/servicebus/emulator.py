@@ -109,11 +109,12 @@ class LocalServiceBusEmulator:
         container = Container(self._front_end)
         self._front_end.container = container
         try:
-            container.listen(f"{self.host}:{self.port}")
+            acceptor = container.listen(f"{self.host}:{self.port}")
         except Exception as error:  # proton raises socket errors of several kinds; all end the start
             self._error = error
             ready.set()
             return
+        _widen_backlog(acceptor)
         ready.set()
         try:
             container.run()
@@ -155,3 +156,14 @@ def _quiet_proton_logger() -> None:
     proton_logger = logging.getLogger("proton")
     if proton_logger.level == logging.NOTSET:
         proton_logger.setLevel(logging.CRITICAL)
+
+
+def _widen_backlog(acceptor: object) -> None:
+    # proton listens with a backlog of 10, so a burst of connections waits for SYN retries (1 s
+    # each). Listening again on the same socket raises the backlog.
+    # NOTE: this reaches into proton's private Acceptor._selectable (python-qpid-proton 0.40).
+    sock = getattr(getattr(acceptor, "_selectable", None), "_delegate", None)
+    if isinstance(sock, socket.socket):
+        sock.listen(socket.SOMAXCONN)
+    else:
+        logger.debug("proton's acceptor has no socket to widen the backlog of; keeping proton's backlog")

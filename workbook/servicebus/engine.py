@@ -7,27 +7,43 @@ clock, so a virtual clock drives lock expiry and time to live in notebooks and t
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import threading
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from workbook.clock import Clock, get_clock, virtual_to_wall, wall_to_virtual
 from workbook.servicebus import codec
-from workbook.servicebus.entities import EmulatorConfig, QueueProperties, TopicProperties
+from workbook.servicebus.entities import (
+    EmulatorConfig,
+    QueueProperties,
+    RuleProperties,
+    SubscriptionProperties,
+    TopicProperties,
+    queue_from_config,
+    queue_to_config,
+    subscription_for_topic,
+    subscription_path,
+    topic_from_record,
+    topic_to_config,
+)
 from workbook.servicebus.errors import (
+    EmulatorConfigError,
+    EntityAlreadyExistsError,
     EntityNotFoundError,
     InvalidOperationError,
     InvalidRequestError,
     MessageLockLostError,
     MessageNotFoundError,
     MessageTooLargeError,
+    UnsupportedOperationError,
 )
 from workbook.servicebus.sessions import SESSIONS_SCHEMA, SessionOperations
 from workbook.servicebus.subscriptions import SubscriptionFilter
@@ -76,6 +92,23 @@ _ADDED_COLUMNS = {
 }
 MAX_FORWARD_HOPS = 4
 
+# Queues and topics created, updated or deleted at run time, each as its Config.json entry in JSON.
+# A NULL definition records a deletion, so that an entity of Config.json stays deleted after a restart.
+_ENTITIES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS entities (
+    position INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    kind TEXT NOT NULL,
+    definition TEXT,
+    changed_at REAL NOT NULL
+);
+"""
+QUEUE_KIND = "queue"
+TOPIC_KIND = "topic"
+# Settings that Service Bus fixes when an entity is created: the .NET administration client's
+# QueueProperties exposes both read-only, so an update cannot change them.
+_FIXED_QUEUE_SETTINGS = ("requires_session", "requires_duplicate_detection")
+
 
 @dataclass(frozen=True)
 class Address:
@@ -104,6 +137,26 @@ class LockedMessage:
 
 
 @dataclass(frozen=True)
+class EntityInventory:
+    """Every queue, topic and subscription with its message counts, read under one lock.
+
+    ``counts`` is keyed by lower-case name, and a subscription by its receive path. A topic's entry
+    has only ``scheduled``, because its other messages are stored in its subscriptions.
+    """
+
+    queues: tuple[QueueProperties, ...]
+    topics: tuple[TopicProperties, ...]
+    counts: dict[str, dict[str, int]]
+
+
+@dataclass(frozen=True)
+class _Registry:
+    queues: dict[str, QueueProperties]
+    topics: dict[str, TopicProperties]
+    filters: dict[str, SubscriptionFilter]
+
+
+@dataclass(frozen=True)
 class Settlement:
     """What a settlement did, for logs and the admin view."""
 
@@ -120,25 +173,79 @@ def _check_session_id(queue: QueueProperties, summary: codec.MessageSummary) -> 
         )
 
 
+def _find_subscription(topic: TopicProperties, name: str) -> SubscriptionProperties | None:
+    return next((known for known in topic.subscriptions if known.subscription.lower() == name.lower()), None)
+
+
+def _with_subscription(topic: TopicProperties, subscription: SubscriptionProperties) -> TopicProperties:
+    key = subscription.subscription.lower()
+    subscriptions = tuple(
+        subscription if known.subscription.lower() == key else known for known in topic.subscriptions
+    )
+    return replace(topic, subscriptions=subscriptions)
+
+
+def _find_rule(subscription: SubscriptionProperties, name: str) -> RuleProperties | None:
+    return next((rule for rule in subscription.rules if rule.name.lower() == name.lower()), None)
+
+
+def _rule_path(subscription: SubscriptionProperties, rule: str) -> str:
+    return f"{subscription.name}/Rules/{rule}"
+
+
+def _check_path_segment(name: str, kind: str) -> None:
+    # Subscription and rule names are segments of a receive or management path.
+    if not name or "/" in name:
+        raise InvalidRequestError(f"invalid {kind} name {name!r}: give a non-empty name without '/'")
+
+
+def _check_unique_names(names: list[str], where: str) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name.lower() in seen:
+            raise InvalidRequestError(
+                f"{where} lists {name!r} twice (names ignore case); give each a different name"
+            )
+        seen.add(name.lower())
+
+
+def _check_fixed_settings(current: QueueProperties, updated: QueueProperties) -> None:
+    for setting in _FIXED_QUEUE_SETTINGS:
+        if getattr(current, setting) != getattr(updated, setting):
+            raise InvalidOperationError(
+                f"{setting} of queue {current.name!r} cannot change after the queue is created; "
+                "create a new queue with the setting you need"
+            )
+
+
+def _describe_changes(current: QueueProperties, updated: QueueProperties) -> str:
+    before = current.describe()
+    after = updated.describe()
+    changed = [f"{key} {before[key]} -> {after[key]}" for key in after if before.get(key) != after[key]]
+    return ", ".join(changed) or "no setting changed"
+
+
 class ServiceBusEngine(SessionOperations):
     """Queue semantics on SQLite. Thread-safe: the AMQP front end and notebooks call it concurrently."""
 
     def __init__(self, store: Path | str, config: EmulatorConfig, clock: Clock | None = None) -> None:
-        self._queues = {entity.name.lower(): entity for entity in config.receivable()}
-        self._topics = {topic.name.lower(): topic for topic in config.topics}
-        self._filters = {
-            sub.name.lower(): SubscriptionFilter(sub)
-            for topic in config.topics
-            for sub in topic.subscriptions
-        }
         self._clock = clock
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(str(store), check_same_thread=False, isolation_level=None)
+        self._store = str(store)
+        self._db = sqlite3.connect(self._store, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         self._db.executescript(SESSIONS_SCHEMA)
+        self._db.executescript(_ENTITIES_SCHEMA)
         self._add_missing_columns()
+
+        # Config.json is the base; the store's records of run-time changes override and extend it.
+        self._queues: dict[str, QueueProperties] = {}
+        self._topics: dict[str, TopicProperties] = {}
+        self._filters: dict[str, SubscriptionFilter] = {}
+        queues, topics = self._stored_entities(config)
+        self._publish(self._build_registry(queues, topics))
 
     def _add_missing_columns(self) -> None:
         present = {row[1] for row in self._db.execute("PRAGMA table_info(messages)")}
@@ -185,6 +292,338 @@ class ServiceBusEngine(SessionOperations):
 
     def _entity_names(self) -> list[str]:
         return sorted([*(q.name for q in self._queues.values()), *(t.name for t in self._topics.values())])
+
+    def topic(self, name: str) -> TopicProperties:
+        """Return a topic's settings with its subscriptions; names ignore case."""
+        topic = self._topics.get(name.lower())
+        if topic is None:
+            raise EntityNotFoundError(name, [known.name for known in self._topics.values()])
+        return topic
+
+    # -- entity management at run time ----------------------------------------------------------
+    #
+    # Every change holds self._lock, builds the new registry aside (compiling rule filters, so a bad
+    # SQL expression raises before anything changes), stores the record and deletes the removed
+    # entities' messages in one transaction, then publishes the registry.
+
+    def create_queue(self, queue: QueueProperties) -> QueueProperties:
+        """Add a queue and store it; return its settings as stored.
+
+        Raises EntityAlreadyExistsError when a queue or topic has the name (names ignore case),
+        InvalidRequestError on invalid settings and EntityNotFoundError for a missing forwarding target.
+        """
+        with self._lock:
+            queue = self._checked_queue(queue)
+            self._check_name_free(queue.name)
+            self._check_forwarding(queue)
+            queues = [*self._plain_queues(), queue]
+            self._commit_change(queues, self.topics(), QUEUE_KIND, queue.name, queue_to_config(queue))
+        logger.info("created queue %s", queue.name)
+        return queue
+
+    def update_queue(self, queue: QueueProperties) -> QueueProperties:
+        """Replace a queue's settings; its messages stay, and locks already held keep their expiry.
+
+        Raises EntityNotFoundError for an unknown queue and InvalidOperationError when the update
+        changes RequiresSession or RequiresDuplicateDetection, which Service Bus fixes at creation.
+        """
+        with self._lock:
+            current = self._plain_queue(queue.name)
+            updated = self._checked_queue(replace(queue, name=current.name))
+            _check_fixed_settings(current, updated)
+            self._check_forwarding(updated)
+            queues = [updated if known is current else known for known in self._plain_queues()]
+            self._commit_change(queues, self.topics(), QUEUE_KIND, updated.name, queue_to_config(updated))
+        logger.info("updated queue %s: %s", updated.name, _describe_changes(current, updated))
+        return updated
+
+    def delete_queue(self, name: str) -> int:
+        """Delete a queue with its messages (both sub-queues) and session states; return the message count."""
+        with self._lock:
+            queue = self._plain_queue(name)
+            queues = [known for known in self._plain_queues() if known is not queue]
+            deleted = self._commit_change(
+                queues, self.topics(), QUEUE_KIND, queue.name, None, removed=[queue.name]
+            )
+        logger.info("deleted queue %s and its %d messages", queue.name, deleted)
+        return deleted
+
+    def create_topic(self, topic: TopicProperties) -> TopicProperties:
+        """Add a topic with its subscriptions and their rules; return its settings as stored.
+
+        Raises EntityAlreadyExistsError, InvalidRequestError, EntityNotFoundError (as create_queue)
+        and SqlFilterError for a rule that does not compile.
+        """
+        with self._lock:
+            topic = self._checked_topic(topic)
+            self._check_name_free(topic.name)
+            for subscription in topic.subscriptions:
+                self._check_forwarding(subscription)
+            topics = [*self.topics(), topic]
+            self._commit_change(self._plain_queues(), topics, TOPIC_KIND, topic.name, topic_to_config(topic))
+        logger.info(
+            "created topic %s with subscriptions %s",
+            topic.name,
+            ", ".join(subscription.subscription for subscription in topic.subscriptions) or "(none)",
+        )
+        return topic
+
+    def delete_topic(self, name: str) -> int:
+        """Delete a topic, its subscriptions and their messages; return how many messages were deleted."""
+        with self._lock:
+            topic = self.topic(name)
+            topics = [known for known in self.topics() if known is not topic]
+            removed = [topic.name, *(subscription.name for subscription in topic.subscriptions)]
+            deleted = self._commit_change(
+                self._plain_queues(), topics, TOPIC_KIND, topic.name, None, removed=removed
+            )
+        logger.info("deleted topic %s, its subscriptions and their %d messages", topic.name, deleted)
+        return deleted
+
+    def create_subscription(self, topic: str, subscription: SubscriptionProperties) -> SubscriptionProperties:
+        """Add a subscription to a topic; ``subscription.name`` may be the short name or the receive path.
+
+        Returns the subscription as stored, named by its receive path. Raises EntityNotFoundError
+        for an unknown topic, EntityAlreadyExistsError and SqlFilterError.
+        """
+        with self._lock:
+            current = self.topic(topic)
+            attached = subscription_for_topic(current.name, subscription)
+            if _find_subscription(current, attached.subscription) is not None:
+                raise EntityAlreadyExistsError(attached.name)
+            self._check_forwarding(attached)
+            changed = self._replace_topic(replace(current, subscriptions=(*current.subscriptions, attached)))
+            created = self._subscription(changed, attached.subscription)
+        logger.info("created subscription %s", created.name)
+        return created
+
+    def delete_subscription(self, topic: str, name: str) -> int:
+        """Delete a subscription and its messages; return how many messages were deleted."""
+        with self._lock:
+            current = self.topic(topic)
+            subscription = self._subscription(current, name)
+            remaining = tuple(known for known in current.subscriptions if known is not subscription)
+            _, deleted = self._replace_topic_counting(
+                replace(current, subscriptions=remaining), removed=[subscription.name]
+            )
+        logger.info("deleted subscription %s and its %d messages", subscription.name, deleted)
+        return deleted
+
+    def create_rule(self, topic: str, subscription: str, rule: RuleProperties) -> RuleProperties:
+        """Add a rule to a subscription; it applies to messages sent from now on.
+
+        Raises EntityNotFoundError, EntityAlreadyExistsError for a rule name the subscription has,
+        and SqlFilterError for a filter or action that does not compile (nothing changes then).
+        """
+        with self._lock:
+            current = self.topic(topic)
+            target = self._subscription(current, subscription)
+            if _find_rule(target, rule.name) is not None:
+                raise EntityAlreadyExistsError(_rule_path(target, rule.name))
+            _check_path_segment(rule.name, "rule")
+            extended = replace(target, rules=(*target.rules, rule))
+            changed = self._replace_topic(_with_subscription(current, extended))
+            created = _find_rule(self._subscription(changed, target.subscription), rule.name)
+        logger.info("created rule %s", _rule_path(target, rule.name))
+        return created or rule
+
+    def delete_rule(self, topic: str, subscription: str, name: str) -> None:
+        """Delete a subscription's rule. A subscription without rules receives no messages."""
+        with self._lock:
+            current = self.topic(topic)
+            target = self._subscription(current, subscription)
+            rule = _find_rule(target, name)
+            if rule is None:
+                raise EntityNotFoundError(
+                    _rule_path(target, name), [_rule_path(target, known.name) for known in target.rules]
+                )
+            remaining = tuple(known for known in target.rules if known is not rule)
+            self._replace_topic(_with_subscription(current, replace(target, rules=remaining)))
+        logger.info("deleted rule %s", _rule_path(target, rule.name))
+
+    def entity_inventory(self) -> EntityInventory:
+        """Return every entity with its message counts, read under the lock so no change interleaves."""
+        with self._lock:
+            queues = tuple(self._plain_queues())
+            topics = tuple(self.topics())
+            counts = {entity.name.lower(): self.counts(entity.name) for entity in self.queues()}
+            counts |= {topic.name.lower(): self.topic_counts(topic.name) for topic in topics}
+        return EntityInventory(queues, topics, counts)
+
+    def topic_counts(self, name: str) -> dict[str, int]:
+        """Return how many messages wait on a topic for their scheduled enqueue time."""
+        topic = self.topic(name)
+        self.expire()
+        now = self._now()
+        with self._lock:
+            (scheduled,) = self._db.execute(
+                "SELECT COUNT(*) FROM messages WHERE entity = ? AND scheduled_at > ?", (topic.name, now)
+            ).fetchone()
+        return {"scheduled": scheduled}
+
+    def _stored_entities(self, config: EmulatorConfig) -> tuple[list[QueueProperties], list[TopicProperties]]:
+        queues = {queue.name.lower(): queue for queue in config.queues}
+        topics = {topic.name.lower(): topic for topic in config.topics}
+        records = self._db.execute("SELECT name, kind, definition FROM entities ORDER BY position").fetchall()
+        for name, kind, definition in records:
+            self._apply_record(queues, topics, name, kind, definition)
+        if records:
+            logger.info("applied %d entity records of store %s over the config", len(records), self._store)
+        return list(queues.values()), list(topics.values())
+
+    def _apply_record(
+        self,
+        queues: dict[str, QueueProperties],
+        topics: dict[str, TopicProperties],
+        name: str,
+        kind: str,
+        definition: str | None,
+    ) -> None:
+        key = name.lower()
+        if definition is None:
+            queues.pop(key, None)
+            topics.pop(key, None)
+            return
+
+        where = f"{self._store}: entities record {name!r}"
+        try:
+            entry = json.loads(definition)
+        except json.JSONDecodeError as error:
+            raise EmulatorConfigError(f"{where} is not valid JSON ({error}); delete the record") from error
+        # An entity keeps its place when a record overrides it, so tables keep Config.json's order.
+        if kind == QUEUE_KIND:
+            topics.pop(key, None)
+            queues[key] = queue_from_config(entry, where)
+        else:
+            queues.pop(key, None)
+            topics[key] = topic_from_record(entry, where)
+
+    def _build_registry(self, queues: list[QueueProperties], topics: list[TopicProperties]) -> _Registry:
+        receivable = [*queues, *(subscription for topic in topics for subscription in topic.subscriptions)]
+        filters = {}
+        for topic in topics:
+            for subscription in topic.subscriptions:
+                key = subscription.name.lower()
+                known = self._filters.get(key)
+                unchanged = known is not None and known.subscription == subscription
+                filters[key] = known if unchanged else SubscriptionFilter(subscription)
+        return _Registry(
+            queues={entity.name.lower(): entity for entity in receivable},
+            topics={topic.name.lower(): topic for topic in topics},
+            filters=filters,
+        )
+
+    def _publish(self, registry: _Registry) -> None:
+        # Message handling reads the registry under self._lock, which every change holds. The AMQP
+        # thread's unlocked look-ups (queue(), send_limit(), is_topic()) each read one dict, and each
+        # dict is replaced in one assignment, so they see the old or the new one, never a half-built one.
+        self._filters = registry.filters
+        self._queues = registry.queues
+        self._topics = registry.topics
+
+    def _commit_change(
+        self,
+        queues: list[QueueProperties],
+        topics: list[TopicProperties],
+        kind: str,
+        name: str,
+        definition: dict[str, Any] | None,
+        *,
+        removed: Iterable[str] = (),
+    ) -> int:
+        registry = self._build_registry(queues, topics)
+        with self._transaction() as db:
+            deleted = self._delete_entity_data(db, removed)
+            db.execute(
+                "INSERT INTO entities (name, kind, definition, changed_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET name = excluded.name, kind = excluded.kind,"
+                " definition = excluded.definition, changed_at = excluded.changed_at",
+                (name, kind, None if definition is None else json.dumps(definition), self._now()),
+            )
+        self._publish(registry)
+        return deleted
+
+    @staticmethod
+    def _delete_entity_data(db: sqlite3.Connection, names: Iterable[str]) -> int:
+        deleted = 0
+        for name in names:
+            deleted += db.execute("DELETE FROM messages WHERE entity = ?", (name,)).rowcount
+            db.execute("DELETE FROM sessions WHERE entity = ?", (name,))
+            db.execute("DELETE FROM duplicates WHERE entity = ?", (name,))
+        return deleted
+
+    def _replace_topic(self, topic: TopicProperties) -> TopicProperties:
+        return self._replace_topic_counting(topic)[0]
+
+    def _replace_topic_counting(
+        self, topic: TopicProperties, *, removed: Iterable[str] = ()
+    ) -> tuple[TopicProperties, int]:
+        topic = self._checked_topic(topic)
+        topics = [topic if known.name.lower() == topic.name.lower() else known for known in self.topics()]
+        deleted = self._commit_change(
+            self._plain_queues(), topics, TOPIC_KIND, topic.name, topic_to_config(topic), removed=removed
+        )
+        return topic, deleted
+
+    def _plain_queues(self) -> list[QueueProperties]:
+        return [entity for entity in self._queues.values() if not isinstance(entity, SubscriptionProperties)]
+
+    def _plain_queue(self, name: str) -> QueueProperties:
+        queue = self._queues.get(name.lower())
+        if queue is None or isinstance(queue, SubscriptionProperties):
+            raise EntityNotFoundError(name, [known.name for known in self._plain_queues()])
+        return queue
+
+    def _subscription(self, topic: TopicProperties, name: str) -> SubscriptionProperties:
+        short_name = name.rsplit("/", 1)[-1]
+        subscription = _find_subscription(topic, short_name)
+        if subscription is None:
+            known = [known.name for known in topic.subscriptions]
+            raise EntityNotFoundError(subscription_path(topic.name, short_name), known)
+        return subscription
+
+    def _checked_queue(self, queue: QueueProperties) -> QueueProperties:
+        # The round trip through Config.json's shape validates the settings and guarantees that the
+        # stored record loads back as exactly this queue.
+        if isinstance(queue, SubscriptionProperties):
+            raise InvalidRequestError(f"{queue.name!r} is a subscription; create it with create_subscription")
+        try:
+            return queue_from_config(queue_to_config(queue), f"queue {queue.name!r}")
+        except EmulatorConfigError as error:
+            raise InvalidRequestError(str(error)) from error
+
+    def _checked_topic(self, topic: TopicProperties) -> TopicProperties:
+        subscriptions = tuple(subscription_for_topic(topic.name, known) for known in topic.subscriptions)
+        _check_unique_names([known.subscription for known in subscriptions], f"topic {topic.name!r}")
+        for subscription in subscriptions:
+            _check_path_segment(subscription.subscription, "subscription")
+            rule_names = [rule.name for rule in subscription.rules]
+            _check_unique_names(rule_names, f"subscription {subscription.name!r}")
+        attached = replace(topic, subscriptions=subscriptions)
+        try:
+            return topic_from_record(topic_to_config(attached), f"topic {topic.name!r}")
+        except EmulatorConfigError as error:
+            raise InvalidRequestError(str(error)) from error
+
+    def _check_name_free(self, name: str) -> None:
+        existing = self._queues.get(name.lower()) or self._topics.get(name.lower())
+        if existing is not None:
+            raise EntityAlreadyExistsError(existing.name)
+
+    def _check_forwarding(self, queue: QueueProperties) -> None:
+        for target in (queue.forward_to, queue.forward_dead_lettered_messages_to):
+            if not target:
+                continue
+            if target.lower() == queue.name.lower():
+                raise InvalidRequestError(f"{queue.name!r} forwards to itself; name another queue")
+            if target.lower() in self._topics:
+                # NOTE: Service Bus also forwards to topics; this engine forwards to queues only.
+                raise UnsupportedOperationError(
+                    f"{queue.name!r} forwards to topic {target!r}, which the local emulator does not "
+                    "support; forward to a queue"
+                )
+            if target.lower() not in self._queues:
+                raise EntityNotFoundError(target, self._entity_names())
 
     # -- sending --------------------------------------------------------------------------------
 
@@ -731,6 +1170,9 @@ class ServiceBusEngine(SessionOperations):
 __all__ = [
     "ACTIVE",
     "DEAD_LETTER",
+    "QUEUE_KIND",
+    "TOPIC_KIND",
+    "EntityInventory",
     "MAX_DELIVERY_COUNT_EXCEEDED",
     "TTL_EXPIRED",
     "Address",

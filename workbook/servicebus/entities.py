@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -323,3 +323,115 @@ def _check_unique(entities: list[QueueProperties | TopicProperties], where: str)
         if key in seen:
             raise EmulatorConfigError(f"{where}: entity {entity.name!r} is defined twice (names ignore case)")
         seen.add(key)
+
+
+# -- writing entities back in Config.json's shape ---------------------------------------------------
+
+_FILTER_TYPE_NAMES = {
+    "sql": "Sql",
+    "correlation": "Correlation",
+    "true": "TrueFilter",
+    "false": "FalseFilter",
+}
+
+
+def queue_to_config(queue: QueueProperties) -> dict[str, Any]:
+    """Return a queue's ``Queues[]`` entry of Config.json, which ``queue_from_config`` reads back unchanged.
+
+    Raises EmulatorConfigError when the maximum message size is not a whole number of kilobytes,
+    the unit Config.json stores.
+    """
+    return {"Name": queue.name, "Properties": _receive_properties(queue)}
+
+
+def _receive_properties(queue: QueueProperties) -> dict[str, Any]:
+    properties: dict[str, Any] = {
+        **queue.extra,
+        "LockDuration": format_duration(queue.lock_duration),
+        "MaxDeliveryCount": queue.max_delivery_count,
+        "DeadLetteringOnMessageExpiration": queue.dead_lettering_on_message_expiration,
+        "RequiresSession": queue.requires_session,
+        "RequiresDuplicateDetection": queue.requires_duplicate_detection,
+        "DuplicateDetectionHistoryTimeWindow": format_duration(queue.duplicate_detection_history_time_window),
+        "ForwardTo": queue.forward_to,
+        "ForwardDeadLetteredMessagesTo": queue.forward_dead_lettered_messages_to,
+        "MaxMessageSizeInKilobytes": _kilobytes(queue.name, queue.max_message_size_bytes),
+    }
+    if queue.default_message_time_to_live is not None:
+        properties["DefaultMessageTimeToLive"] = format_duration(queue.default_message_time_to_live)
+    return properties
+
+
+def _kilobytes(entity: str, size_bytes: int) -> int:
+    if size_bytes % 1024:
+        raise EmulatorConfigError(
+            f"{entity}: maximum message size {size_bytes} bytes is not a whole number of kilobytes; "
+            "give it as a multiple of 1024"
+        )
+    return size_bytes // 1024
+
+
+def topic_to_config(topic: TopicProperties) -> dict[str, Any]:
+    """Return a topic's ``Topics[]`` entry, with its subscriptions and their rules.
+
+    A subscription without rules is written with an empty ``Rules`` list, which only
+    ``topic_from_record`` reads as "no rules" (``topic_from_config`` gives it the ``$Default`` rule).
+    """
+    properties: dict[str, Any] = {
+        "RequiresDuplicateDetection": topic.requires_duplicate_detection,
+        "DuplicateDetectionHistoryTimeWindow": format_duration(topic.duplicate_detection_history_time_window),
+        "MaxMessageSizeInKilobytes": _kilobytes(topic.name, topic.max_message_size_bytes),
+    }
+    if topic.default_message_time_to_live is not None:
+        properties["DefaultMessageTimeToLive"] = format_duration(topic.default_message_time_to_live)
+    return {
+        "Name": topic.name,
+        "Properties": properties,
+        "Subscriptions": [_subscription_to_config(subscription) for subscription in topic.subscriptions],
+    }
+
+
+def _subscription_to_config(subscription: SubscriptionProperties) -> dict[str, Any]:
+    return {
+        "Name": subscription.subscription,
+        "Properties": _receive_properties(subscription),
+        "Rules": [rule_to_config(rule) for rule in subscription.rules],
+    }
+
+
+def rule_to_config(rule: RuleProperties) -> dict[str, Any]:
+    """Return a rule's ``Rules[]`` entry of Config.json."""
+    properties: dict[str, Any] = {"FilterType": _FILTER_TYPE_NAMES.get(rule.filter_type, rule.filter_type)}
+    if rule.filter_type == "sql":
+        properties["SqlFilter"] = {"SqlExpression": rule.sql_expression}
+    if rule.filter_type == "correlation":
+        properties["CorrelationFilter"] = dict(rule.correlation)
+    if rule.action:
+        properties["Action"] = {"SqlExpression": rule.action}
+    return {"Name": rule.name, "Properties": properties}
+
+
+def topic_from_record(entry: dict[str, Any], where: str) -> TopicProperties:
+    """Build TopicProperties from an entry written by ``topic_to_config``; empty ``Rules`` means no rules."""
+    topic = topic_from_config(entry, where)
+    without_rules = {
+        str(subscription.get("Name", "")).lower()
+        for subscription in entry.get("Subscriptions") or []
+        if subscription.get("Rules") == []
+    }
+    subscriptions = tuple(
+        replace(known, rules=()) if known.subscription.lower() in without_rules else known
+        for known in topic.subscriptions
+    )
+    return replace(topic, subscriptions=subscriptions)
+
+
+def subscription_for_topic(topic: str, subscription: SubscriptionProperties) -> SubscriptionProperties:
+    """Return a subscription's settings attached to ``topic``: its name becomes the receive path.
+
+    ``subscription.name`` may be the short name or a receive path; ``subscription.subscription``
+    wins when set.
+    """
+    short_name = subscription.subscription or subscription.name.rsplit("/", 1)[-1]
+    path = subscription_path(topic, short_name)
+    return replace(subscription, name=path, topic=topic, subscription=short_name)

@@ -28,6 +28,19 @@ class EntityNotFoundError(ServiceBusEmulatorError):
         )
 
 
+class EntityAlreadyExistsError(ServiceBusEmulatorError):
+    """A create request named a queue, topic, subscription or rule that already exists."""
+
+    condition = "com.microsoft:entity-already-exists"
+
+    def __init__(self, entity: str) -> None:
+        self.entity = entity
+        super().__init__(
+            f"The messaging entity {entity!r} already exists (names ignore case). "
+            "Choose another name, or delete the existing entity first."
+        )
+
+
 class MessageLockLostError(ServiceBusEmulatorError):
     """A settlement or lock renewal named a lock that expired or was never held."""
 

@@ -26,6 +26,7 @@ from workbook.servicebus.errors import InvalidRequestError, MessageLockLostError
 logger = logging.getLogger(__name__)
 
 CBS_NODE = "$cbs"
+ARGUMENT_ERROR = "com.microsoft:argument-error"
 MANAGEMENT_SUFFIX = "/$management"
 
 
@@ -54,7 +55,11 @@ class TokenValidator:
         if fields.get("skn") != self.key_name:
             known = self.key_name
             return f"unknown SharedAccessKeyName {fields.get('skn')!r}: the emulator's key name is {known!r}"
-        if int(fields.get("se", "0")) < time.time():
+        try:
+            expiry = int(fields.get("se", ""))
+        except ValueError:
+            return f"the token's expiry se={fields.get('se')!r} is not a number of seconds since 1970"
+        if expiry < time.time():
             return "the token has expired"
 
         signed = f"{quote_plus(fields.get('sr', ''))}\n{fields.get('se', '')}".encode()
@@ -109,6 +114,12 @@ class ManagementNode:
         except ServiceBusEmulatorError as error:
             status_code = _STATUS_BY_CONDITION.get(error.condition, 500)
             return _response(request, status_code, str(error), condition=error.condition)
+        except (ValueError, TypeError, KeyError, AttributeError) as error:
+            # A field of the wrong type (a text sequence number, a lock token that is no UUID) is the
+            # client's mistake: it gets 400, and the reactor goes on serving everyone else.
+            logger.info("rejected a malformed %s request to %s: %s", operation, entity, error)
+            description = f"invalid field in the {operation} request: {error}"
+            return _response(request, 400, description, condition=ARGUMENT_ERROR)
         return _response(request, status, "", body=body)
 
     # -- $cbs -----------------------------------------------------------------------------------
@@ -219,6 +230,7 @@ _STATUS_BY_CONDITION = {
     "com.microsoft:message-not-found": 404,
     "amqp:invalid-field": 400,
     "amqp:not-implemented": 501,
+    "com.microsoft:entity-already-exists": 409,
     "com.microsoft:session-lock-lost": 410,
     "amqp:not-allowed": 400,
 }

@@ -27,6 +27,12 @@ from azure.servicebus.exceptions import ServiceBusError
 from workbook.clock import Clock
 from workbook.config import ServiceBusConnectionString, Settings, Target, load_settings, register_secret
 from workbook.paths import data_dir
+from workbook.servicebus.admin import (
+    ADMIN_TIMEOUT_SECONDS,
+    LocalAdministration,
+    azure_entity_table,
+    azure_queue_rows,
+)
 from workbook.servicebus.emulator import LocalServiceBusEmulator
 from workbook.servicebus.errors import ServiceBusEmulatorError
 
@@ -35,6 +41,10 @@ logger = logging.getLogger(__name__)
 SEND_TIMEOUT_SECONDS = 10.0
 RECEIVE_WAIT_SECONDS = 1.0
 QUEUE_COLUMNS = ("queue", "active", "dead_letter", "lock_duration_s", "max_delivery_count", "default_ttl_s")
+_NO_ADMIN_ENDPOINT = (
+    "Microsoft's emulator has no management endpoint that the SDK's administration client can reach; "
+    "use peek() per queue, or Service Bus Explorer against it"
+)
 
 
 class TargetError(ServiceBusEmulatorError):
@@ -223,15 +233,20 @@ class ServiceBusTarget:
         elif self.target is Target.AZURE:
             rows = _azure_rows(self.connection)
         else:
-            raise TargetError(
-                "Microsoft's emulator has no management endpoint that the SDK's administration client can "
-                "reach; use peek() per queue, or Service Bus Explorer against it"
-            )
+            raise TargetError(_NO_ADMIN_ENDPOINT)
         table = pd.DataFrame(rows, columns=list(QUEUE_COLUMNS))
         if queues is not None:
             wanted = {name.lower() for name in _names(queues)}
             table = table[table["queue"].str.lower().isin(wanted)].reset_index(drop=True)
         return table
+
+    def entity_table(self) -> pd.DataFrame:
+        """Return one row per queue, topic and subscription: counts and settings (admin.ENTITY_COLUMNS)."""
+        if self.emulator is not None:
+            return LocalAdministration(self.emulator.engine).entity_table()
+        if self.target is Target.AZURE:
+            return azure_entity_table(self.connection)
+        raise TargetError(_NO_ADMIN_ENDPOINT)
 
     def purge(self, queues: str | Iterable[str] | None = None) -> int:
         """Delete every message of the given queues (default: all), dead-letter sub-queues included."""
@@ -260,22 +275,10 @@ def _azure_rows(connection: ServiceBusConnectionString) -> list[tuple]:
     # The administration client speaks HTTPS to the namespace, so it reaches Azure only.
     from azure.servicebus.management import ServiceBusAdministrationClient
 
-    rows = []
     with ServiceBusAdministrationClient.from_connection_string(connection.to_sdk_string()) as admin:
-        for queue in admin.list_queues():
-            runtime = admin.get_queue_runtime_properties(queue.name)
-            ttl = queue.default_message_time_to_live
-            rows.append(
-                (
-                    queue.name,
-                    runtime.active_message_count,
-                    runtime.dead_letter_message_count,
-                    queue.lock_duration.total_seconds() if queue.lock_duration else None,
-                    queue.max_delivery_count,
-                    ttl.total_seconds() if ttl else None,
-                )
-            )
-    return rows
+        rows = azure_queue_rows(admin, timeout=ADMIN_TIMEOUT_SECONDS)
+    columns = ("name", "active", "dead_letter", "lock_duration_s", "max_delivery_count", "default_ttl_s")
+    return [tuple(row[column] for column in columns) for row in rows]
 
 
 def _text(value: Any) -> Any:
