@@ -1,4 +1,7 @@
-"""ESB pieces: a UBL reader, a content-based router with YAML rules, and the expected routing."""
+"""ESB pieces: a UBL reader, a content-based router with YAML rules, and the expected routing.
+
+Also the transformer between UBL XML and canonical JSON, with its JSON Schema validation.
+"""
 
 from workbook.esb.errors import (
     EsbError,
@@ -20,6 +23,22 @@ from workbook.esb.routing import (
     decisions_frame,
 )
 from workbook.esb.rules import Route, RoutingRules
+from workbook.esb.schema import SchemaFileError, SchemaValidationError, ValidationProblem, validate
+from workbook.esb.transform import (
+    CanonicalFormError,
+    ContentTypeMismatchError,
+    DataContractBodyError,
+    InvalidJsonError,
+    TransformationError,
+    TransformResult,
+    UnmappableXmlError,
+    UnrecognizedBodyError,
+    UnsupportedContentTypeError,
+    canonical_to_xml,
+    transform_message,
+    transform_with_fallback,
+    xml_to_canonical,
+)
 from workbook.esb.ubl import CanonicalMessage, Party, read_document, read_documents
 
 __all__ = [
@@ -44,4 +63,21 @@ __all__ = [
     "expected_destinations",
     "read_document",
     "read_documents",
+    "CanonicalFormError",
+    "ContentTypeMismatchError",
+    "DataContractBodyError",
+    "InvalidJsonError",
+    "SchemaFileError",
+    "SchemaValidationError",
+    "TransformResult",
+    "TransformationError",
+    "UnmappableXmlError",
+    "UnrecognizedBodyError",
+    "UnsupportedContentTypeError",
+    "ValidationProblem",
+    "canonical_to_xml",
+    "transform_message",
+    "transform_with_fallback",
+    "validate",
+    "xml_to_canonical",
 ]
