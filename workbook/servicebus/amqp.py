@@ -21,7 +21,7 @@ from proton.reactor import Container
 from workbook.clock import virtual_to_wall
 from workbook.faults import FaultInjector, FaultKind, FaultRule
 from workbook.servicebus import codec
-from workbook.servicebus.engine import Address, ServiceBusEngine
+from workbook.servicebus.engine import ACTIVE, Address, ServiceBusEngine
 from workbook.servicebus.errors import InvalidOperationError, MessageLockLostError, ServiceBusEmulatorError
 from workbook.servicebus.management import ManagementNode, TokenValidator, fault_response
 from workbook.servicebus.sessions import SessionLock
@@ -151,9 +151,11 @@ class ServiceBusFrontEnd:
 
     def _accept_session(self, link: Link, address: str) -> SessionLock | None:
         requested, session_id = _session_filter(link.remote_source)
-        queue = self.engine.queue(Address.parse(address).entity)
+        target = Address.parse(address)
+        queue = self.engine.queue(target.entity)
         if not requested:
-            if queue.requires_session:
+            # A dead-letter queue has no sessions, even on a session queue: a plain receiver reads it.
+            if queue.requires_session and target.sub_queue == ACTIVE:
                 raise InvalidOperationError(
                     f"{queue.name!r} requires sessions: open a session receiver (session_id=..., or "
                     "NEXT_AVAILABLE_SESSION) instead of a plain one"

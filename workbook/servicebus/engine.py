@@ -855,17 +855,25 @@ class ServiceBusEngine(SessionOperations):
             (*parameters, count),
         ).fetchall()
 
-    def peek(self, address: str, from_sequence_number: int, count: int) -> list[tuple[int, bytes]]:
-        """Return up to ``count`` messages from a sequence number on, locked or not, without locking."""
+    def peek(
+        self, address: str, from_sequence_number: int, count: int, *, session_id: str | None = None
+    ) -> list[tuple[int, bytes]]:
+        """Return up to ``count`` messages from a sequence number on, locked or not, without locking.
+
+        A session receiver's peek names its session and sees only that session's messages.
+        """
         target = Address.parse(address)
         queue = self.queue(target.entity)
         self.expire()
+        session_clause = " AND session_id = ?" if session_id is not None else ""
+        parameters = (queue.name, target.sub_queue, from_sequence_number)
+        parameters += (session_id,) if session_id is not None else ()
         with self._lock:
             self._db.row_factory = sqlite3.Row
             rows = self._db.execute(
                 "SELECT * FROM messages WHERE entity = ? AND sub_queue = ? AND sequence_number >= ?"
-                " ORDER BY sequence_number LIMIT ?",
-                (queue.name, target.sub_queue, from_sequence_number, count),
+                f"{session_clause} ORDER BY sequence_number LIMIT ?",
+                (*parameters, count),
             ).fetchall()
         return [(row["sequence_number"], self._delivery(row, row["locked_until"])) for row in rows]
 
@@ -1018,7 +1026,11 @@ class ServiceBusEngine(SessionOperations):
         }
         raw = codec.rewrite(row["raw"], system={}, application_properties=properties)
         target = self.queue(queue.forward_dead_lettered_messages_to)
-        self._insert(db, target, raw, codec.summarize(raw), self._now(), None)
+        number = self._insert(db, target, raw, codec.summarize(raw), self._now(), None)
+        # Service Bus sets DeadLetterSource only on messages forwarded out of a dead-letter queue.
+        db.execute(
+            "UPDATE messages SET dead_letter_source = ? WHERE sequence_number = ?", (queue.name, number)
+        )
         db.execute("DELETE FROM messages WHERE sequence_number = ?", (row["sequence_number"],))
         logger.info(
             "dead-lettered message %s of %s forwarded to %s: %s",
@@ -1151,8 +1163,9 @@ class ServiceBusEngine(SessionOperations):
             annotations["x-opt-locked-until"] = codec.to_timestamp(wall)
 
         application_properties = None
-        if row["sub_queue"] == DEAD_LETTER:
+        if row["sub_queue"] != DEAD_LETTER and row["dead_letter_source"]:
             annotations["x-opt-deadletter-source"] = row["dead_letter_source"]
+        if row["sub_queue"] == DEAD_LETTER:
             summary = codec.summarize(row["raw"])
             application_properties = {
                 **summary.application_properties,

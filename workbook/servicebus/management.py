@@ -138,7 +138,13 @@ class ManagementNode:
         values = _string_keys(body)
         start = int(values.get("from-sequence-number", 1))
         count = int(values.get("message-count", 1))
-        peeked = self.engine.peek(entity, start, count)
+        session_id = values.get("session-id")
+        session = (
+            None
+            if session_id is None
+            else (session_id.decode() if isinstance(session_id, bytes) else str(session_id))
+        )
+        peeked = self.engine.peek(entity, start, count, session_id=session)
         if not peeked:
             return 204, None
         return 200, {"messages": [{"message": delivery} for _, delivery in peeked]}
