@@ -1,11 +1,9 @@
 """Dead-letter processing: read a dead-letter queue, classify each message, then resubmit or archive it.
 
-No message is lost. The processor first sends the resubmission or commits the message to the SQLite
-archive, and only then completes the dead-lettered original. When that completion fails (the lock was
-lost, the connection dropped), the original stays in the dead-letter queue and the next pass handles it
-again, so handling is at-least-once: the archive is keyed by entity and sequence number, each
-resubmission is recorded there as well, and a resubmission's message id is derived from the original's
-entity and sequence number, so duplicate detection on the target drops a repeat that gets through.
+The processor sends the resubmission or commits the archive record first, and completes the original
+only then. If completing fails, the original stays in the dead-letter queue for the next pass, so
+handling is at-least-once. The archive records both actions by entity and sequence number, so a repeat
+stores nothing twice, and a repeated resubmission keeps its message id, which duplicate detection drops.
 """
 
 from __future__ import annotations
@@ -68,12 +66,16 @@ PIPELINE_REASONS = (
 RESUBMISSION_COUNT = "ResubmissionCount"
 ORIGINAL_SEQUENCE_NUMBER = "OriginalSequenceNumber"
 ORIGINAL_MESSAGE_ID = "OriginalMessageId"
-# Service Bus adds these to a dead-lettered message; a resubmitted copy is not dead-lettered, so they go.
+# Service Bus adds these to a dead-lettered message; a resubmitted copy leaves them out.
 DEAD_LETTER_PROPERTIES = frozenset({"DeadLetterReason", "DeadLetterErrorDescription"})
 
+# NOTE: the settlement calls of azure-servicebus 7.15 (complete, abandon, dead-letter) take no timeout;
+# they wait for the outcome up to the client's `timeout` setting, 60 s unless the client sets another.
 SDK_TIMEOUT_SECONDS = 10.0
 RECEIVE_WAIT_SECONDS = 1.0
 RECEIVE_BATCH_SIZE = 50
+CREDIT_PROBE_WAIT_SECONDS = 0.1
+RETURN_WAIT_SECONDS = 0.5  # how long a release waits for an abandoned message to come straight back
 DEFAULT_MAX_MESSAGES = 500
 ARCHIVE_BUSY_TIMEOUT_SECONDS = 5.0
 MAX_MESSAGE_ID_LENGTH = 128  # the Service Bus limit on MessageId
@@ -153,7 +155,7 @@ class ArchiveUnreadableError(DeadLetterError):
 
 
 class ArchiveWriteError(DeadLetterError):
-    """Error for a record the archive could not commit; nothing of that record is stored."""
+    """Error for a record that the archive could not commit, so nothing of that record is stored."""
 
     def __init__(self, path: Path, entity: str, sequence_number: int, detail: str) -> None:
         self.path = path
@@ -167,7 +169,7 @@ class ArchiveWriteError(DeadLetterError):
 
 
 class DeadLetterPassError(DeadLetterError):
-    """Error for a pass that stopped because receiving failed; ``report`` has the messages handled before."""
+    """Error for a pass that stopped because receiving failed. ``report`` lists the messages handled."""
 
     def __init__(self, report: ProcessingReport, error: Exception) -> None:
         self.report = report
@@ -183,7 +185,7 @@ class DeadLetterPassError(DeadLetterError):
 
 
 class Disposition(StrEnum):
-    """What dead-letter processing does with a reason: send the message again, or archive it."""
+    """The handling that a dead-letter reason calls for: send the message again, or archive it."""
 
     RECOVERABLE = "recoverable"
     PERMANENT = "permanent"
@@ -213,15 +215,15 @@ def classify_reason(
 ) -> Disposition:
     """Return the disposition of a dead-letter reason (case-insensitive).
 
-    A reason missing from the table, or no reason, is permanent: nobody has decided that sending such a
-    message again is safe, so it goes to the archive, where a person looks at it.
+    A reason missing from the table, or no reason, is permanent, because sending a message again is safe
+    only where someone classified its reason so. The archive keeps such a message for a person to inspect.
     """
     table = normalize_classification(classification)
     return table.get((reason or "").casefold(), Disposition.PERMANENT)
 
 
 def normalize_classification(classification: Mapping[str, Disposition | str]) -> dict[str, Disposition]:
-    """Return the table with case-folded reasons and Disposition values; raise on an unknown value."""
+    """Return the table with case-folded reasons and Disposition values, or raise on an unknown value."""
     table: dict[str, Disposition] = {}
     for reason, value in classification.items():
         try:
@@ -241,9 +243,10 @@ def entity_path(entity: str, subscription: str | None = None) -> str:
 
 
 def dead_letter_frame(messages: list[ServiceBusReceivedMessage], entity: str) -> pd.DataFrame:
-    """Tabulate dead-lettered messages (DEAD_LETTER_COLUMNS); the source entity defaults to ``entity``.
+    """Tabulate dead-lettered messages (DEAD_LETTER_COLUMNS).
 
-    Service Bus sets dead_letter_source only on messages forwarded out of another dead-letter queue.
+    The source entity is ``entity`` unless the message has a dead_letter_source, which Service Bus sets
+    only on messages forwarded out of another dead-letter queue.
     """
     rows = [
         (
@@ -270,11 +273,21 @@ def open_dead_letter_receiver(
     subscription: str | None = None,
     receive_mode: ServiceBusReceiveMode = ServiceBusReceiveMode.PEEK_LOCK,
 ) -> ServiceBusReceiver:
-    """Open a receiver on the dead-letter sub-queue of a queue, or of a subscription of topic ``entity``."""
+    """Open a receiver on the dead-letter sub-queue of a queue, or of a subscription of topic ``entity``.
+
+    The link opens here, under the client's retry policy. Otherwise the first receive opens it, and the
+    SDK counts the opening against that receive's ``max_wait_time``.
+    """
     options: dict[str, Any] = {"sub_queue": ServiceBusSubQueue.DEAD_LETTER, "receive_mode": receive_mode}
     if subscription:
-        return client.get_subscription_receiver(entity, subscription, **options)
-    return client.get_queue_receiver(entity, **options)
+        receiver = client.get_subscription_receiver(entity, subscription, **options)
+    else:
+        receiver = client.get_queue_receiver(entity, **options)
+    try:
+        return receiver.__enter__()
+    except BaseException:
+        receiver.close()
+        raise
 
 
 @dataclass(frozen=True)
@@ -305,13 +318,13 @@ class DeadLetterBatch:
         return len(self.messages)
 
     def complete(self, message: ServiceBusReceivedMessage) -> None:
-        """Remove a message from the dead-letter queue; raises MessageLockLostError when its lock expired."""
+        """Remove a message from the dead-letter queue. Raises MessageLockLostError when its lock expired."""
         self.receiver.complete_message(message)
         self._settled.add(message.sequence_number)
 
     def abandon(self, message: ServiceBusReceivedMessage) -> None:
-        """Release a message's lock so that it is available in the dead-letter queue again."""
-        self.receiver.abandon_message(message)
+        """Release a message's lock, so that it is available in the dead-letter queue again."""
+        release_locks(self.receiver, [message], self.entity)
         self._settled.add(message.sequence_number)
 
     def close(self) -> None:
@@ -390,11 +403,53 @@ def peek_dead_letters(
 def release_locks(
     receiver: ServiceBusReceiver, messages: list[ServiceBusReceivedMessage], entity: str
 ) -> int:
-    """Abandon each message so it is available again at once; return how many were abandoned.
+    """Abandon locked messages so that they are available again at once, and return how many were abandoned.
 
-    A message whose lock is already gone cannot be abandoned, but it is not lost either: it is back in
-    its queue already, or returns there when its lock expires. Those failures are logged, not raised.
+    A receiver with link credit left over gets an abandoned message delivered straight back, locked
+    again, and closing the receiver then leaves that lock to expire. So the credit is first lowered to
+    one. The first message abandoned uses it up when it comes back, and is received and abandoned again.
+    The others are abandoned once no credit is left, so they stay available.
     """
+    if not messages:
+        return 0
+    pending = [*messages, *_lower_link_credit(receiver, entity)]
+    released = _abandon_each(receiver, pending[:1], entity)
+    came_back = _receive_quietly(receiver, 1, RETURN_WAIT_SECONDS, entity)
+    _abandon_each(receiver, came_back, entity)
+    return released + _abandon_each(receiver, pending[1:], entity)
+
+
+def _lower_link_credit(receiver: ServiceBusReceiver, entity: str) -> list[ServiceBusReceivedMessage]:
+    # A receive of one message sets the link credit to one once the receiver's buffer is empty.
+    # Messages taken from that buffer are returned, so that they are abandoned as well.
+    delivered: list[ServiceBusReceivedMessage] = []
+    while len(delivered) <= RECEIVE_BATCH_SIZE:
+        batch = _receive_quietly(receiver, 1, CREDIT_PROBE_WAIT_SECONDS, entity)
+        if not batch:
+            break
+        delivered += batch
+    if delivered:
+        logger.info(
+            "releasing %d message(s) of %s delivered while its receiver closed", len(delivered), entity
+        )
+    return delivered
+
+
+def _receive_quietly(
+    receiver: ServiceBusReceiver, count: int, wait: float, entity: str
+) -> list[ServiceBusReceivedMessage]:
+    try:
+        return receiver.receive_messages(max_message_count=count, max_wait_time=wait)
+    except ServiceBusError as error:
+        logger.warning("failed to receive from %s while releasing locks: %s", entity, error)
+        return []
+
+
+def _abandon_each(
+    receiver: ServiceBusReceiver, messages: list[ServiceBusReceivedMessage], entity: str
+) -> int:
+    # A message whose lock is already gone is not lost, because it is back in its queue or returns there
+    # when its lock expires. So these failures are logged, not raised.
     released = 0
     for message in messages:
         try:
@@ -403,7 +458,7 @@ def release_locks(
             continue
         except (ServiceBusError, ValueError) as error:
             logger.warning(
-                "could not abandon message %s (sequence %s) of %s: %s; it returns when its lock expires",
+                "failed to abandon message %s (sequence %s) of %s: %s. It returns when its lock expires",
                 message.message_id,
                 message.sequence_number,
                 entity,
@@ -509,7 +564,7 @@ def _text(value: Any) -> Any:
 
 
 def _json_safe(value: Any) -> Any:
-    # Archive records are JSON; bytes that are not UTF-8 keep every byte as base64.
+    # Archive records are JSON, and bytes that are not UTF-8 keep every byte as base64.
     if isinstance(value, bytes):
         text = _text(value)
         return text if isinstance(text, str) else {"base64": base64.b64encode(value).decode("ascii")}
@@ -576,7 +631,7 @@ class ArchivedMessage:
     def from_received(
         cls, message: ServiceBusReceivedMessage, *, entity: str, note: str, archived_at: datetime
     ) -> ArchivedMessage:
-        """Copy a received dead-lettered message; ``entity`` is the path whose dead-letter queue held it."""
+        """Copy a received dead-lettered message. ``entity`` is the path whose dead-letter queue held it."""
         return cls(
             entity=entity,
             sequence_number=message.sequence_number,
@@ -657,26 +712,29 @@ class DeadLetterArchive:
             raise ArchiveUnreadableError(self.path, str(error)) from error
         try:
             self._db.executescript(_ARCHIVE_SCHEMA)
-            self._check_columns()
-        except (sqlite3.Error, ArchiveUnreadableError) as error:
+            problem = self._find_problem()
+        except sqlite3.Error as error:
+            problem = str(error)
+        if problem:
             self._db.close()
-            if isinstance(error, ArchiveUnreadableError):
-                raise
-            raise ArchiveUnreadableError(self.path, str(error)) from error
+            raise ArchiveUnreadableError(self.path, problem)
 
     def __repr__(self) -> str:
         return f"DeadLetterArchive({str(self.path)!r})"
 
-    def _check_columns(self) -> None:
-        # A table of the same name made by another program would make every later write fail.
+    def _find_problem(self) -> str | None:
+        # SQLite's quick_check finds most damage (not wrong index contents), and a foreign table of the same
+        # name would fail every write. Both are reported at opening, with advice, instead of at a write.
+        (check,) = self._db.execute("PRAGMA quick_check(1)").fetchone()
+        if check != "ok":
+            return f"database disk image is malformed ({check})"
         expected = {"archived_messages": ARCHIVE_COLUMNS, "resubmissions": _RESUBMISSION_COLUMNS}
         for table, columns in expected.items():
             found = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
             missing = [column for column in columns if column not in found]
             if missing:
-                raise ArchiveUnreadableError(
-                    self.path, f"table {table} lacks the columns {', '.join(missing)}"
-                )
+                return f"table {table} lacks the columns {', '.join(missing)}"
+        return None
 
     def close(self) -> None:
         """Close the SQLite connection."""
@@ -694,7 +752,7 @@ class DeadLetterArchive:
     # -- archived messages ----------------------------------------------------------------------
 
     def add(self, record: ArchivedMessage) -> bool:
-        """Store a message; return False when one with its entity and sequence number is already stored.
+        """Store a message and return True, or False when its entity and sequence number are already stored.
 
         Raises ArchiveWriteError when the write fails, and then nothing is stored.
         """
@@ -749,7 +807,7 @@ class DeadLetterArchive:
     # -- resubmissions --------------------------------------------------------------------------
 
     def record_resubmission(self, resubmission: Resubmission) -> None:
-        """Record that a copy of a dead-lettered message was sent; a second record of it is ignored."""
+        """Record that a copy of a dead-lettered message was sent. A second record of it is ignored."""
         values = (
             resubmission.entity,
             resubmission.sequence_number,
@@ -811,14 +869,14 @@ def _archived_from_row(row: tuple) -> ArchivedMessage:
 
 
 class Action(StrEnum):
-    """What the processor tried to do with a dead-lettered message."""
+    """The step that the processor took for a dead-lettered message."""
 
     RESUBMIT = "resubmit"
     ARCHIVE = "archive"
 
 
 class Outcome(StrEnum):
-    """Where a dead-lettered message is after processing: each message read has exactly one."""
+    """The place where a dead-lettered message ends after processing. Each message read has exactly one."""
 
     RESUBMITTED = "resubmitted"  # a copy was sent and the original completed
     ARCHIVED = "archived"  # stored in the archive and the original completed
@@ -882,7 +940,7 @@ class _Pass:
     target: str  # where resubmissions go
     target_is_topic: bool
     rows: dict[int, dict[str, Any]] = field(default_factory=dict)
-    held: list[ServiceBusReceivedMessage] = field(default_factory=list)
+    to_release: list[ServiceBusReceivedMessage] = field(default_factory=list)  # abandoned when the pass ends
     senders: dict[str, ServiceBusSender] = field(default_factory=dict)
 
 
@@ -921,10 +979,9 @@ class DeadLetterProcessor:
     ) -> ProcessingReport:
         """Handle each message in the dead-letter queue of a queue, or of a subscription of topic ``entity``.
 
-        Resubmissions go back to the queue, or for a subscription to its topic, unless ``resubmit_to``
-        names a queue. NOTE: a copy sent to a topic reaches every subscription whose rules match it, not
-        only the one it was dead-lettered from; pass ``resubmit_to`` where that would duplicate work.
-        The pass stops after ``max_messages`` reads or when a receive waits ``max_wait`` s for nothing.
+        Copies go back to the queue (for a subscription, to its topic) unless ``resubmit_to`` names a queue.
+        The pass ends after ``max_messages`` reads or ``max_wait`` s without one; raises DeadLetterPassError
+        when receiving fails. NOTE: a copy sent to a topic reaches every subscription whose rules match it.
         """
         _check_positive("max_messages", max_messages)
         state = _Pass(
@@ -939,8 +996,8 @@ class DeadLetterProcessor:
         except ServiceBusError as error:
             failure = error
         finally:
-            # Held messages stay locked until here, so that one pass never reads them twice.
-            release_locks(state.receiver, state.held, state.entity)
+            # These messages stay locked until here, so that one pass never reads them twice.
+            release_locks(state.receiver, state.to_release, state.entity)
             for sender in state.senders.values():
                 sender.close()
             state.receiver.close()
@@ -953,30 +1010,30 @@ class DeadLetterProcessor:
         return report
 
     def _read_and_handle(self, state: _Pass, max_messages: int, max_wait: float) -> None:
-        reads = 0
-        while reads < max_messages:
-            count = min(RECEIVE_BATCH_SIZE, max_messages - reads)
-            batch = state.receiver.receive_messages(max_message_count=count, max_wait_time=max_wait)
+        # One message per receive: the link credit is used up before the message is settled, so no
+        # message is delivered to this receiver while a settlement is in flight. NOTE: azure-servicebus
+        # 7.15 as installed here drops a message delivered while it awaits a settlement's outcome, and
+        # that message then stays locked until its lock expires.
+        for _ in range(max_messages):
+            batch = state.receiver.receive_messages(max_message_count=1, max_wait_time=max_wait)
             if not batch:
                 return
-            reads += len(batch)
-            for index, message in enumerate(batch):
-                try:
-                    self._handle_once(state, message)
-                except BaseException:
-                    # The pass ends; the messages not yet handled are released rather than left locked.
-                    state.held += batch[index:]
-                    raise
+            try:
+                self._handle_once(state, batch[0])
+            except BaseException:
+                # The pass ends, and the message is released rather than left locked.
+                state.to_release += batch
+                raise
 
     def _handle_once(self, state: _Pass, message: ServiceBusReceivedMessage) -> None:
-        # A message comes back within a pass when its lock was lost; the next pass handles it again.
+        # A message comes back within a pass when its lock was lost. It is released, for the next pass.
         if message.sequence_number in state.rows:
-            state.held.append(message)
+            state.to_release.append(message)
             return
         row, release = self._handle(state, message)
         state.rows[message.sequence_number] = row
         if release:
-            state.held.append(message)
+            state.to_release.append(message)
 
     def decide(self, message: ServiceBusReceivedMessage) -> tuple[Disposition, Action, str]:
         """Return the disposition, the action and the reason for it, for one dead-lettered message."""
@@ -1002,7 +1059,7 @@ class DeadLetterProcessor:
         return _Decision(disposition, Action.RESUBMIT, f"reason {reason!r} is recoverable")
 
     def _handle(self, state: _Pass, message: ServiceBusReceivedMessage) -> tuple[dict[str, Any], bool]:
-        """Act on one message, then complete it; return its report row and whether to release its lock."""
+        """Act on one message, then complete it. Returns its report row and whether to release its lock."""
         decision = self._decide(message)
         row = {
             "entity": state.entity,
@@ -1026,7 +1083,7 @@ class DeadLetterProcessor:
                 row.update(self._archive(state.entity, message, decision.note))
         except (ServiceBusError, DeadLetterError, ValueError) as error:
             logger.warning(
-                "could not %s message %s (sequence %d) of %s; it stays in the dead-letter queue: %s",
+                "failed to %s message %s (sequence %d) of %s, so it stays in the dead-letter queue: %s",
                 decision.action,
                 message.message_id,
                 message.sequence_number,
@@ -1041,8 +1098,8 @@ class DeadLetterProcessor:
             state.receiver.complete_message(message)
         except ServiceBusError as error:
             logger.warning(
-                "message %s (sequence %d) of %s was handled (%s) but not completed; it stays in the "
-                "dead-letter queue and the next pass completes it: %s",
+                "message %s (sequence %d) of %s was handled (%s) but completing it failed, so it stays in "
+                "the dead-letter queue and the next pass completes it: %s",
                 message.message_id,
                 message.sequence_number,
                 state.entity,
@@ -1051,7 +1108,7 @@ class DeadLetterProcessor:
             )
             row["detail"] = (
                 f"{row['detail']}; completing failed ({type(error).__name__}), so the message stays in the "
-                "dead-letter queue and the next pass completes it without a second copy"
+                f"dead-letter queue, and the next pass finds this {decision.action} recorded and completes it"
             )
             return row, not isinstance(error, MessageLockLostError)
 
