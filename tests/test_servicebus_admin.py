@@ -656,3 +656,38 @@ def test_azure_topic_subscription_rows():
     ]
     assert subscription_row["scheduled"] is None
     assert subscription_row["requires_session"] is True
+
+
+def test_namespace_size_limit_applies_to_entities_without_their_own():
+    from workbook.servicebus import load_config
+
+    config = load_config(
+        {
+            "UserConfig": {
+                "Namespaces": [
+                    {
+                        "Name": "ns",
+                        "Properties": {"MaxMessageSizeInKilobytes": 1024},
+                        "Queues": [
+                            {"Name": "big"},
+                            {"Name": "small", "Properties": {"MaxMessageSizeInKilobytes": 64}},
+                        ],
+                        "Topics": [{"Name": "events", "Subscriptions": [{"Name": "all"}]}],
+                    }
+                ]
+            }
+        }
+    )
+    limits = {queue.name: queue.max_message_size_bytes for queue in config.receivable()}
+
+    assert limits["big"] == 1024 * 1024
+    assert limits["small"] == 64 * 1024
+    assert config.topics[0].max_message_size_bytes == 1024 * 1024
+    assert limits["events/Subscriptions/all"] == 1024 * 1024
+
+
+def test_unknown_namespace_setting_is_rejected():
+    from workbook.servicebus import EmulatorConfigError, load_config
+
+    with pytest.raises(EmulatorConfigError, match="LockDuration are not namespace settings"):
+        load_config({"UserConfig": {"Namespaces": [{"Name": "ns", "Properties": {"LockDuration": "PT1M"}}]}})

@@ -304,16 +304,39 @@ def load_config(source: Path | str | dict[str, Any]) -> EmulatorConfig:
         )
 
     namespace = namespaces[0]
+    defaults = _namespace_defaults(namespace, where)
     queues = tuple(
-        queue_from_config(entry, f"{where}: Namespaces[0].Queues[{index}]")
+        queue_from_config(_with_defaults(entry, defaults), f"{where}: Namespaces[0].Queues[{index}]")
         for index, entry in enumerate(namespace.get("Queues") or [])
     )
     topics = tuple(
-        topic_from_config(entry, f"{where}: Namespaces[0].Topics[{index}]")
+        topic_from_config(_with_defaults(entry, defaults), f"{where}: Namespaces[0].Topics[{index}]")
         for index, entry in enumerate(namespace.get("Topics") or [])
     )
     _check_unique([*queues, *topics, *(s for t in topics for s in t.subscriptions)], where)
     return EmulatorConfig(namespace=str(namespace.get("Name", "sbemulatorns")), queues=queues, topics=topics)
+
+
+_NAMESPACE_PROPERTIES = ("MaxMessageSizeInKilobytes",)
+
+
+def _namespace_defaults(namespace: dict[str, Any], where: str) -> dict[str, Any]:
+    # An extension of Microsoft's format: a namespace-wide message size limit, as a premium namespace
+    # sets one. Every queue and topic that sets none of its own takes it.
+    properties = dict(namespace.get("Properties") or {})
+    unknown = [key for key in properties if key not in _NAMESPACE_PROPERTIES]
+    if unknown:
+        raise EmulatorConfigError(
+            f"{where}: Namespaces[0].Properties: {', '.join(unknown)} are not namespace settings; "
+            f"the only one is {', '.join(_NAMESPACE_PROPERTIES)}"
+        )
+    return properties
+
+
+def _with_defaults(entry: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    if not defaults:
+        return entry
+    return {**entry, "Properties": {**defaults, **(entry.get("Properties") or {})}}
 
 
 def _check_unique(entities: list[QueueProperties | TopicProperties], where: str) -> None:
