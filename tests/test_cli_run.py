@@ -477,7 +477,7 @@ def test_help_runs_as_console_script() -> None:
     assert "doctor" in completed.stdout
 
 
-def test_help_example_parameter_file_is_valid_for_notebook_01(tmp_path: Path) -> None:
+def test_help_parameter_example_is_valid(tmp_path: Path) -> None:
     from workbook.cli.run import PARAMETER_FILE_HELP, load_parameter_file, plan_notebooks
     from workbook.paths import project_root
 

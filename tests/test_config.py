@@ -953,7 +953,7 @@ def test_azure_target_needs_no_cosmos_settings(tmp_path: Path) -> None:
     assert settings.cosmos_endpoint is None
 
 
-def test_azure_host_with_capital_true_reports_bad_key_too() -> None:
+def test_azure_host_reports_both_problems() -> None:
     text = "Endpoint=sb://x.servicebus.windows.net/;SharedAccessKeyName=k;SharedAccessKey=abc;UseDevelopmentEmulator=True"
 
     problems = validate_connection_string(text)

@@ -658,7 +658,7 @@ def test_azure_topic_subscription_rows():
     assert subscription_row["requires_session"] is True
 
 
-def test_namespace_size_limit_applies_to_entities_without_their_own():
+def test_namespace_size_limit_is_default():
     from workbook.servicebus import load_config
 
     config = load_config(

@@ -22,7 +22,7 @@ CONTENT_TYPE = "application/json"
 
 
 class Delivered(Protocol):
-    """What the arrival check reads of a received message."""
+    """The fields of a received message that the arrival check reads."""
 
     queue: str
     message_id: str | None

@@ -19,6 +19,8 @@ from __future__ import annotations
 import logging
 import re
 import xml.etree.ElementTree as ElementTree
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -165,8 +167,15 @@ def read_documents(folder: Path) -> list[CanonicalMessage]:
 def _parse_root(data: bytes, name: str) -> ElementTree.Element:
     # Bytes, not text, go to the parser so that the encoding in the XML declaration is honoured
     # (some Peppol examples are ISO-8859-1).
-    try:
+    with translate_xml_errors(name):
         return SafeElementTree.fromstring(data, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+
+
+@contextmanager
+def translate_xml_errors(name: str) -> Iterator[None]:
+    """Turn defusedxml's and ElementTree's parse errors into UnsafeXmlError and MalformedDocumentError."""
+    try:
+        yield
     except defusedxml.DTDForbidden as error:
         raise UnsafeXmlError(name, f"it contains a DOCTYPE declaration ({error.name!r})") from error
     except defusedxml.EntitiesForbidden as error:

@@ -1,6 +1,6 @@
 """Fault injection shared by the workbook's components: switch failures on and off at run time.
 
-A `FaultInjector` holds rules. Each rule names a kind of failure, the scope it applies to (an
+A `FaultInjector` contains rules. Each rule names a kind of failure, the scope it applies to (an
 entity such as a queue name, or a participant, as a glob pattern), the operation (send, receive,
 settle, management, ...), a probability and an optional number of times. Components ask
 `check(scope, operation)` at each operation and act out the fault that comes back, so the failure
@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 
 class FaultKind(StrEnum):
-    """What goes wrong."""
+    """The kind of failure a rule injects."""
 
     LATENCY = "latency"  # the operation succeeds after `latency_seconds`
     SERVER_BUSY = "server_busy"  # Service Bus throttling; the SDK retries

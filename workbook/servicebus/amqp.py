@@ -1,6 +1,6 @@
 """The emulator's AMQP 1.0 front end, on python-qpid-proton, speaking Service Bus's dialect.
 
-It accepts plain AMQP with SASL ANONYMOUS, answers the claims-based-security (``$cbs``) token
+It accepts plain AMQP with SASL ANONYMOUS, replies to the claims-based-security (``$cbs``) token
 request the SDK sends first, maps links to queues, hands out peek-locked deliveries whose tag is
 the lock token, and applies settlements with the outcome echoed back (rcv-settle-mode second).
 The ``<entity>/$management`` request/response node is served by ``management.py``.
@@ -317,7 +317,7 @@ class ServiceBusFrontEnd:
             self._reply(link, self.management.handle(address, request))
 
     def _later(self, fault: FaultRule, action: Callable[[], None]) -> None:
-        # Latency never blocks the reactor: other clients go on while this answer waits.
+        # Latency never blocks the reactor: other clients go on while this reply waits.
         self.container.schedule(fault.latency_seconds, _Callback(action))
 
     def _reply(self, link: Link, response: Message) -> None:
@@ -431,7 +431,7 @@ class _Callback:
     def on_timer_task(self, event) -> None:
         try:
             self.action()
-        except Exception:  # a delayed answer that fails must not stop the reactor
+        except Exception:  # a delayed reply that fails must not stop the reactor
             logger.exception("a delayed operation failed")
 
 
@@ -454,7 +454,7 @@ def _fault_condition(fault: FaultRule) -> Condition:
 
 def _drop_connection(link: Link) -> None:
     # Closing both directions of the transport ends the TCP connection without an AMQP close frame,
-    # as a network failure does; the client sees a connection error and its retry policy reconnects.
+    # as a network failure does. The client gets a connection error, and its retry policy reconnects.
     transport = link.connection.transport
     if transport is not None:
         transport.close_tail()
@@ -482,7 +482,7 @@ def _dotnet_ticks(moment: datetime) -> int:
 
 def _condition(error: Exception) -> Condition:
     # The SDK (azure-servicebus 7.15) reads the info field of a rejected transfer's error without
-    # checking that it is there, and hangs until its timeout when it is not; Service Bus always
+    # checking that it is there, and hangs until its timeout when it is not. Service Bus always
     # sends a tracking id in it, so the emulator does too.
     name = getattr(error, "condition", "amqp:decode-error")
     return Condition(name, str(error), {symbol("com.microsoft:tracking-id"): str(uuid.uuid4())})

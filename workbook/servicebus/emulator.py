@@ -152,7 +152,7 @@ def _free_port(host: str) -> int:
 
 def _quiet_proton_logger() -> None:
     # proton logs every client that hangs up mid-write as an ERROR ("Couldn't send"), which is normal
-    # for an SDK closing its connection; keep those lines out of notebooks unless a user asks for them.
+    # for an SDK closing its connection. Those lines stay out of notebooks unless a user sets the level.
     proton_logger = logging.getLogger("proton")
     if proton_logger.level == logging.NOTSET:
         proton_logger.setLevel(logging.CRITICAL)

@@ -1,6 +1,6 @@
 """The emulator's engine: Service Bus queue semantics stored in a SQLite file.
 
-The engine knows nothing of AMQP links: it stores encoded messages, hands out peek-locks, applies
+The engine has no notion of AMQP links: it stores encoded messages, hands out peek-locks, applies
 settlements and moves messages to the dead-letter sub-queue. Every time rule reads the package
 clock, so a virtual clock drives lock expiry and time to live in notebooks and tests.
 """
@@ -158,7 +158,7 @@ class _Registry:
 
 @dataclass(frozen=True)
 class Settlement:
-    """What a settlement did, for logs and the admin view."""
+    """The outcome of one settlement, for logs and the admin view."""
 
     sequence_number: int
     entity: str
@@ -860,7 +860,7 @@ class ServiceBusEngine(SessionOperations):
     ) -> list[tuple[int, bytes]]:
         """Return up to ``count`` messages from a sequence number on, locked or not, without locking.
 
-        A session receiver's peek names its session and sees only that session's messages.
+        A session receiver's peek names its session and returns only that session's messages.
         """
         target = Address.parse(address)
         queue = self.queue(target.entity)
@@ -1158,7 +1158,7 @@ class ServiceBusEngine(SessionOperations):
         }
         if locked_until is not None:
             # The SDK compares locked-until with its own wall clock, so this one moment is sent in
-            # wall-clock terms; the server still enforces expiry on the engine's clock.
+            # wall-clock terms. The server still enforces expiry on the engine's clock.
             wall = virtual_to_wall(datetime.fromtimestamp(locked_until, UTC), self.clock)
             annotations["x-opt-locked-until"] = codec.to_timestamp(wall)
 

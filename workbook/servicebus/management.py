@@ -47,7 +47,7 @@ class TokenValidator:
     def check(self, token: str) -> str | None:
         """Return None when the token is valid, else the reason it is not."""
         # The SDK labels SAS tokens "jwt" as often as "servicebus.windows.net:sastoken", so the token's
-        # own prefix decides; a real JWT (Entra ID) cannot be checked without the identity provider.
+        # own prefix decides. A real JWT (Entra ID) cannot be checked without the identity provider.
         if self.key is None or not token.startswith("SharedAccessSignature "):
             return None
 
@@ -243,7 +243,7 @@ _STATUS_BY_CONDITION = {
 
 
 def fault_response(request: Message, status: int, condition: str, *, cbs: bool = False) -> Message:
-    """Build the response Service Bus sends for a failed request, as an injected fault's answer."""
+    """Build the response Service Bus sends for a failed request, as an injected fault's reply."""
     return _response(request, status, f"injected fault: {condition}", cbs=cbs, condition=condition)
 
 

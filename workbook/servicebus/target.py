@@ -210,7 +210,7 @@ class ServiceBusTarget:
     # -- diagnosis ------------------------------------------------------------------------------
 
     def check_connection(self, queue: str) -> pd.DataFrame:
-        """Check, step by step, that the namespace answers: connect and authenticate, then peek a queue."""
+        """Check, step by step, that the namespace responds: connect and authenticate, then peek a queue."""
         details = self.connection.describe()
         summary = (
             f"key name {details['shared_access_key_name']}, key {details['shared_access_key']}, "

@@ -94,7 +94,7 @@ class RoutingRulePanel:
         return _from_text(text, leaf.expected)
 
     def _on_click(self) -> None:
-        # Errors are shown in the panel: a traceback from a widget callback lands in a log nobody reads.
+        # Errors are shown in the panel, because a widget callback's traceback goes to an unseen log.
         self.output.clear_output()
         self.status.value = "routing…"
         try:

@@ -13,14 +13,13 @@ import logging
 import xml.etree.ElementTree as ElementTree
 from typing import Any, NoReturn
 
-import defusedxml
 import defusedxml.ElementTree as SafeElementTree
 
-from workbook.esb.errors import MalformedDocumentError, UnsafeXmlError, UnsupportedDocumentError
+from workbook.esb.errors import UnsupportedDocumentError
 from workbook.esb.schema import ATTRIBUTE_MARK, TEXT_KEY
 from workbook.esb.transform.errors import UnmappableXmlError
 from workbook.esb.transform.mapping import NAMESPACES_KEY, ElementContent, document_mapping
-from workbook.esb.ubl import SUPPORTED_DOCUMENT_TYPES, UBL_DOCUMENT_NAMESPACE
+from workbook.esb.ubl import SUPPORTED_DOCUMENT_TYPES, UBL_DOCUMENT_NAMESPACE, translate_xml_errors
 
 logger = logging.getLogger(__name__)
 
@@ -71,21 +70,9 @@ def parse_xml(data: bytes, source: str) -> tuple[ElementTree.Element, list[tuple
     )
 
     # Bytes go to the parser, so that the encoding in the XML declaration is honoured.
-    try:
+    with translate_xml_errors(source):
         parser.feed(data)
         root = parser.close()
-    except defusedxml.DTDForbidden as error:
-        raise UnsafeXmlError(source, f"it contains a DOCTYPE declaration ({error.name!r})") from error
-    except defusedxml.EntitiesForbidden as error:
-        raise UnsafeXmlError(source, f"it declares the entity {error.name!r}") from error
-    except defusedxml.ExternalReferenceForbidden as error:
-        raise UnsafeXmlError(source, f"it references the external resource {error.sysid!r}") from error
-    except defusedxml.DefusedXmlException as error:
-        raise UnsafeXmlError(source, str(error)) from error
-    except ElementTree.ParseError as error:
-        line, offset = error.position
-        detail = str(error).split(":", 1)[0]
-        raise MalformedDocumentError(source, line, offset + 1, detail) from error
 
     return root, builder.declarations
 
