@@ -7,7 +7,7 @@ receive: creating a client per message pays for a connection, a token and a link
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -34,7 +34,14 @@ from workbook.servicebus.admin import (
     azure_queue_rows,
 )
 from workbook.servicebus.emulator import LocalServiceBusEmulator
+from workbook.servicebus.entities import SUBSCRIPTIONS_SEGMENT
 from workbook.servicebus.errors import ServiceBusEmulatorError
+from workbook.servicebus.rules_admin import (
+    azure_subscription_filters,
+    deploy_azure_filters,
+    deploy_local_filters,
+    local_subscription_filters,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -151,10 +158,28 @@ class ServiceBusTarget:
             self._senders[key] = self.client.get_queue_sender(queue)
         return self._senders[key]
 
+    def topic_sender(self, topic: str) -> ServiceBusSender:
+        """Return the cached sender of a topic, creating it on first use."""
+        key = f"topic:{topic.lower()}"
+        if key not in self._senders:
+            self._senders[key] = self.client.get_topic_sender(topic)
+        return self._senders[key]
+
     def send(self, queue: str, messages: ServiceBusMessage | list[ServiceBusMessage]) -> int:
         """Send one message or a list of them to a queue in as few batches as fit; return the batch count."""
+        return self._send_batches(self.sender(queue), queue, messages)
+
+    def publish(self, topic: str, messages: ServiceBusMessage | list[ServiceBusMessage]) -> int:
+        """Send one message or a list of them to a topic in as few batches as fit; return the batch count.
+
+        The topic accepts a message that no subscription selects and then drops it: the send succeeds.
+        """
+        return self._send_batches(self.topic_sender(topic), topic, messages)
+
+    def _send_batches(
+        self, sender: ServiceBusSender, queue: str, messages: ServiceBusMessage | list[ServiceBusMessage]
+    ) -> int:
         pending = [messages] if isinstance(messages, ServiceBusMessage) else list(messages)
-        sender = self.sender(queue)
         self._check_each_fits(sender, queue, pending)
         batches = 0
         while pending:
@@ -201,6 +226,57 @@ class ServiceBusTarget:
                 received += [ReceivedMessage.from_sdk(queue, message) for message in batch]
         return received
 
+    def receive_subscription(
+        self, topic: str, subscription: str, *, max_wait: float = RECEIVE_WAIT_SECONDS
+    ) -> list[ReceivedMessage]:
+        """Remove and return every message of a topic subscription (receive-and-delete)."""
+        path = f"{topic}/Subscriptions/{subscription}"
+        received: list[ReceivedMessage] = []
+        with self.client.get_subscription_receiver(
+            topic, subscription, receive_mode=ServiceBusReceiveMode.RECEIVE_AND_DELETE
+        ) as receiver:
+            while batch := receiver.receive_messages(max_message_count=100, max_wait_time=max_wait):
+                received += [ReceivedMessage.from_sdk(path, message) for message in batch]
+        return received
+
+    def subscription_filters(self, topic: str) -> dict[str, list[str]]:
+        """Return each subscription of a topic with its rules' filters as SQL text (TrueFilter is 1=1)."""
+        if self.emulator is not None:
+            return local_subscription_filters(LocalAdministration(self.emulator.engine), topic)
+        if self.target is Target.AZURE:
+            return azure_subscription_filters(self.connection, topic)
+        raise TargetError(_NO_ADMIN_ENDPOINT)
+
+    def subscription_table(self, topic: str, *, filters: bool = True) -> pd.DataFrame:
+        """Return each subscription of a topic: active and dead-letter counts and, optionally, its filter."""
+        entities = self.entity_table()
+        rows = entities[
+            (entities["kind"] == "subscription") & (entities["topic"].str.lower() == topic.lower())
+        ]
+        filters = self.subscription_filters(topic)
+        table = pd.DataFrame(
+            {
+                "subscription": rows["name"].to_list(),
+                "active": rows["active"].astype(int).to_list(),
+                "dead_letter": rows["dead_letter"].astype(int).to_list(),
+                "filter": [" OR ".join(filters.get(name, [])) for name in rows["name"]],
+            }
+        )
+        table = table.sort_values("subscription", ignore_index=True)
+        return table if filters else table.drop(columns="filter")
+
+    def deploy_subscription_filters(self, topic: str, filters: Mapping[str, str | None]) -> None:
+        """Give each named subscription exactly one rule with the SQL filter; None deletes the subscription.
+
+        A subscription that does not exist is created. Subscriptions not named are left alone.
+        """
+        if self.emulator is not None:
+            deploy_local_filters(LocalAdministration(self.emulator.engine), topic, filters)
+        elif self.target is Target.AZURE:
+            deploy_azure_filters(self.connection, topic, filters)
+        else:
+            raise TargetError(_NO_ADMIN_ENDPOINT)
+
     def peek(self, queue: str, count: int = 10) -> list[ReceivedMessage]:
         """Return up to `count` messages of a queue without locking or removing them."""
         with self.client.get_queue_receiver(queue) as receiver:
@@ -227,9 +303,13 @@ class ServiceBusTarget:
         return pd.DataFrame(rows, columns=["check", "result", "detail"])
 
     def queue_table(self, queues: str | Iterable[str] | None = None) -> pd.DataFrame:
-        """Return each queue's settings and its active and dead-letter message counts."""
+        """Return each queue's settings and its active and dead-letter message counts (no subscriptions)."""
         if self.emulator is not None:
-            rows = [_local_row(row) for row in self.emulator.engine.describe_entities()]
+            rows = [
+                _local_row(row)
+                for row in self.emulator.engine.describe_entities()
+                if f"/{SUBSCRIPTIONS_SEGMENT}/".lower() not in row["name"].lower()
+            ]
         elif self.target is Target.AZURE:
             rows = _azure_rows(self.connection)
         else:
