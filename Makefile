@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 export PYTHONHASHSEED := 0
 
-.PHONY: run test lint unit notebook-tests notebooks clean bench
+.PHONY: run test lint unit notebook-tests notebooks clean bench cosmos-server
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,7 +27,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check workbook tests benchmarks
 	$(BIN)/ruff format --check workbook tests benchmarks
 
-unit: $(STAMP)
+unit: $(STAMP) cosmos-server
 	$(BIN)/pytest -q
 
 notebook-tests: $(STAMP)
@@ -44,3 +44,9 @@ clean:
 ## bench: SDK throughput against the local emulator and a null AMQP server; rewrites benchmarks/README.md
 bench: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py
+	$(BIN)/python benchmarks/router.py
+
+## cosmos-server: install the pinned Cosmos DB test server (needs npm); without it the Cosmos DB tests are skipped
+cosmos-server: tests/cosmos_server/node_modules/.package-lock.json
+tests/cosmos_server/node_modules/.package-lock.json: tests/cosmos_server/package-lock.json
+	npm ci --prefix tests/cosmos_server --no-audit --no-fund
