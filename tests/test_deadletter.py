@@ -369,6 +369,7 @@ def test_caller_extends_classification():
     [
         ({"classify": {"PartnerOffline": "retry"}}, "'retry'"),
         ({"max_resubmissions": -1}, "max_resubmissions -1"),
+        ({"resubmit_time_to_live": timedelta(0)}, "resubmit_time_to_live"),
     ],
 )
 def test_invalid_processor_setting_is_rejected(client, archive, arguments, message):
@@ -413,6 +414,26 @@ def test_recoverable_messages_are_resubmitted(client, clock, emulator, archive):
 
 
 PERMANENT_CAUSES = {f"inv-{reason}": reason for reason in (*PERMANENT_REASONS, "SomethingNobodyClassified")}
+
+
+@pytest.mark.parametrize(
+    ("resubmit_time_to_live", "expected_counts"),
+    [
+        (None, {"active": 0, "dead_letter": 1}),  # the copy keeps the original's 1 minute and expires again
+        (timedelta(minutes=10), {"active": 1, "dead_letter": 0}),
+    ],
+)
+def test_resubmitted_copy_time_to_live(
+    client, clock, emulator, archive, resubmit_time_to_live, expected_counts
+):
+    dead_letter_invoices(client, emulator, {"late-1": TTL_EXPIRED})
+
+    report = process(DeadLetterProcessor(client, archive, resubmit_time_to_live=resubmit_time_to_live))
+    clock.advance(timedelta(minutes=5))
+
+    assert report.resubmitted == 1
+    found = counts(emulator)
+    assert {"active": found["active"], "dead_letter": found["dead_letter"]} == expected_counts
 
 
 def test_permanent_messages_are_archived_in_full(client, clock, emulator, archive):
@@ -730,10 +751,36 @@ def test_dead_letter_checks_details_and_logs_once(client, emulator, caplog):
                 dead_letter(receiver, received, reason, description)
         dead_letter(receiver, received, TRANSFORMATION_FAILED, "/Invoice/ID: " + "x" * 10_000)
     (description,) = peek_dead_letters(client, QUEUE).frame["description"]
-    (record,) = [record for record in caplog.records if record.name == "workbook.esb.deadletter"]
+    (record,) = [record for record in caplog.records if record.name.startswith("workbook.esb.deadletter")]
 
     assert len(description) == MAX_DEAD_LETTER_TEXT_LENGTH
     assert description.startswith("/Invoice/ID: ")
     assert "inv-1" in record.getMessage()
     assert TRANSFORMATION_FAILED in record.getMessage()
     assert counts(emulator)["dead_letter"] == 1
+
+
+# -- the package's names --------------------------------------------------------------------------
+
+
+SETTINGS = (
+    "ARCHIVE_BUSY_TIMEOUT_SECONDS",
+    "CREDIT_PROBE_WAIT_SECONDS",
+    "DEAD_LETTER_PROPERTIES",
+    "DEFAULT_MAX_MESSAGES",
+    "MAX_DEAD_LETTER_TEXT_LENGTH",
+    "MAX_MESSAGE_ID_LENGTH",
+    "RECEIVE_BATCH_SIZE",
+    "RECEIVE_WAIT_SECONDS",
+    "RETURN_WAIT_SECONDS",
+    "SDK_TIMEOUT_SECONDS",
+)
+
+
+def test_package_exports_every_name():
+    import workbook.esb.deadletter as package
+
+    missing = [name for name in (*package.__all__, *SETTINGS) if not hasattr(package, name)]
+
+    assert len(package.__all__) == 46
+    assert missing == []

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from workbook.esb import (
     MISSING,
     CanonicalMessage,
+    ConditionResult,
     RoutableMessage,
+    Route,
     Router,
+    RoutingDecision,
     RoutingRuleError,
     RoutingRules,
     decisions_frame,
@@ -22,6 +28,7 @@ from workbook.esb import (
 )
 from workbook.esb.operators import evaluate
 from workbook.esb.routing import resolve_field
+from workbook.esb.rules import Leaf
 from workbook.esb.ubl import Party
 from workbook.paths import PEPPOL_DATA_ENV, data_dir, peppol_corpus_dir
 
@@ -585,3 +592,287 @@ def test_misconfigured_value_is_caught_by_ground_truth() -> None:
     assert not decision.routed
     failing = [r for r in decision.trace if r.route == "orders" and not r.matched]
     assert [(r.path, r.expected, r.actual) for r in failing] == [("all[1]", "Order", "order")]
+
+
+# -- compiled conditions against a reference interpretation --------------------------------------------
+
+
+def reference_decision(rules: RoutingRules, msg: RoutableMessage) -> RoutingDecision:
+    """Route by walking the parsed rules for every message: the router's behaviour before compilation."""
+    trace: list[ConditionResult] = []
+    matched: list[Route] = []
+    disabled: list[str] = []
+    for route in rules.routes:
+        if not route.enabled:
+            disabled.append(route.name)
+            continue
+        if reference_matches(route.when, msg, route.name, "", trace):
+            matched.append(route)
+            if not route.fan_out:
+                break
+
+    routed = any(not route.fan_out for route in matched)
+    destinations = [route.destination for route in matched]
+    if not routed:
+        destinations.append(rules.unrouted)
+    return RoutingDecision(
+        message=msg,
+        destinations=tuple(dict.fromkeys(destinations)),
+        matched_routes=tuple(route.name for route in matched),
+        routed=routed,
+        trace=tuple(trace),
+        disabled_routes=tuple(disabled),
+    )
+
+
+def reference_matches(condition: Any, msg: RoutableMessage, route: str, path: str, trace: list) -> bool:
+    if isinstance(condition, Leaf):
+        actual = resolve_field(msg, condition.field)
+        result = evaluate(
+            condition.operator,
+            condition.expected,
+            actual,
+            case_sensitive=condition.case_sensitive,
+            pattern=condition.pattern,
+        )
+        expected = list(condition.expected) if isinstance(condition.expected, tuple) else condition.expected
+        trace.append(
+            ConditionResult(
+                route, path or "when", condition.field, condition.operator, expected, actual, result
+            )
+        )
+        return result
+
+    results = []
+    for index, child in enumerate(condition.children):
+        step = f"{condition.kind}[{index}]"
+        results.append(reference_matches(child, msg, route, f"{path}.{step}" if path else step, trace))
+    return all(results) if condition.kind == "all" else any(results)
+
+
+FIELDS = ["kind", "buyer.id", "properties.Kind", "tags", "amount"]
+# Rules and messages draw from one small pool of values, so equal, nearly equal (case, int and float,
+# bool and number) and NaN values meet often. Booleans are listed three times to meet numbers more.
+TEXT_POOL = ["Order", "order", "ORDER", "Order change", "SE", "se", "7399", "", "ß", "ss"]
+NUMBER_POOL = [0, 1, 1.0, -1, 2.5, 3, float("nan"), 10**20, 1e20]
+TEXTS = st.sampled_from(TEXT_POOL)
+NUMBERS = st.sampled_from(NUMBER_POOL)
+SCALARS = st.sampled_from([*TEXT_POOL, *NUMBER_POOL, True, False, True, False, True, False])
+PATTERNS = st.sampled_from(["^ord", "E$", "[0-9]+", "change", "^$"])
+
+
+@st.composite
+def leaf_conditions(draw: st.DrawFn) -> dict[str, Any]:
+    operator = draw(
+        st.sampled_from(
+            [
+                "equals",
+                "not_equals",
+                "in",
+                "not_in",
+                "contains",
+                "regex",
+                "greater_than",
+                "less_than",
+                "exists",
+            ]
+        )
+    )
+    if operator in ("in", "not_in"):
+        expected: Any = draw(st.lists(SCALARS, min_size=1, max_size=4))
+    elif operator == "regex":
+        expected = draw(PATTERNS)
+    elif operator in ("greater_than", "less_than"):
+        expected = draw(st.one_of(TEXTS, NUMBERS))
+    elif operator == "exists":
+        expected = draw(st.booleans())
+    else:
+        expected = draw(SCALARS)
+
+    condition = {"field": draw(st.sampled_from(FIELDS)), operator: expected}
+    if operator in ("equals", "not_equals", "in", "not_in", "contains", "regex") and draw(st.booleans()):
+        condition["case_sensitive"] = False
+    return condition
+
+
+CONDITIONS = st.recursive(
+    leaf_conditions(),
+    lambda children: st.one_of(
+        st.fixed_dictionaries({"all": st.lists(children, min_size=1, max_size=3)}),
+        st.fixed_dictionaries({"any": st.lists(children, min_size=1, max_size=3)}),
+    ),
+    max_leaves=6,
+)
+
+
+@st.composite
+def generated_rules(draw: st.DrawFn) -> RoutingRules:
+    count = draw(st.integers(0, 5))
+    routes = [
+        {
+            "name": f"r{index}",
+            "destination": draw(st.sampled_from(["q1", "q2", "q3"])),
+            "fan_out": draw(st.booleans()),
+            "enabled": draw(st.integers(0, 4)) > 0,
+            "when": draw(CONDITIONS),
+        }
+        for index in range(count)
+    ]
+    return RoutingRules.from_dict({"routes": routes})
+
+
+VALUES = st.one_of(SCALARS, st.none(), st.lists(SCALARS, max_size=3))
+
+
+@st.composite
+def generated_messages(draw: st.DrawFn) -> RoutableMessage:
+    body = draw(st.fixed_dictionaries({"kind": VALUES, "tags": VALUES, "amount": VALUES}))
+    body["buyer"] = draw(st.one_of(st.fixed_dictionaries({"id": VALUES}), VALUES))
+    properties = draw(st.fixed_dictionaries({"Kind": VALUES}))
+    return RoutableMessage(body=body, properties=properties, message_id="m")
+
+
+@settings(max_examples=300, deadline=None)
+@given(rules=generated_rules(), messages=st.lists(generated_messages(), min_size=1, max_size=8))
+def test_compiled_router_matches_reference(rules: RoutingRules, messages: list[RoutableMessage]) -> None:
+    router = Router(rules)
+
+    for msg in messages:
+        decision = router.route(msg)
+        expected = reference_decision(rules, msg)
+
+        assert decision.destinations == expected.destinations
+        assert decision.matched_routes == expected.matched_routes
+        assert decision.disabled_routes == expected.disabled_routes
+        assert decision.trace == expected.trace
+        assert decision == expected
+
+
+@pytest.mark.parametrize(
+    ("actual", "operator", "expected"), [c[1:] for c in TYPED_CASES], ids=[c[0] for c in TYPED_CASES]
+)
+def test_router_does_not_coerce_types(actual: Any, operator: str, expected: Any) -> None:
+    msg = message({"value": actual})
+
+    assert routed({"field": "value", operator: expected}, msg) is False
+
+
+def test_trace_equals_tuple_and_builds_once() -> None:
+    decision = Router(leaf_rules(NESTED)).route(message())
+
+    first = decision.trace[0]
+
+    assert decision.trace == tuple(decision.trace)
+    assert decision.trace[0] is first
+    assert len(decision.trace) == 3
+    assert "all[0]" in repr(decision.trace)
+
+
+def test_trace_list_values_are_separate_copies() -> None:
+    router = Router(leaf_rules({"field": "transaction", "in": ["order", "order_change"]}))
+    first, second = router.route(message()), router.route(message())
+
+    first.trace[0].expected.append("changed")
+
+    assert second.trace[0].expected == ["order", "order_change"]
+    assert router.rules.route("r").when.expected == ("order", "order_change")
+
+
+# -- per-route statistics ---------------------------------------------------------------------------
+
+
+def route_counts(router: Router) -> dict[str, tuple[int, int, int]]:
+    return {
+        name: (counts.evaluated, counts.matched, counts.skipped_disabled)
+        for name, counts in router.statistics().by_route.items()
+    }
+
+
+def test_route_counts_per_outcome() -> None:
+    router = Router(RoutingRules.from_dict(ROUTES).with_enabled("second", False))
+
+    router.route(message())
+    router.route(message({**BODY, "document_type": "OrderChange", "transaction": "x"}))
+    router.route(message({**BODY, "document_type": "Catalogue", "transaction": "x"}))
+
+    assert route_counts(router) == {
+        "audit": (3, 1, 0),
+        "first": (3, 1, 0),
+        "second": (0, 0, 2),
+        "changes": (2, 1, 0),
+    }
+
+
+def test_routes_frame_lists_every_route() -> None:
+    router = Router(RoutingRules.from_dict(ROUTES))
+    router.route(message())
+
+    frame = router.statistics().routes_frame()
+
+    assert list(frame.columns) == ["route", "destination", "evaluated", "matched", "skipped_disabled"]
+    assert frame["route"].tolist() == ["audit", "first", "second", "changes"]
+    assert frame["evaluated"].tolist() == [1, 1, 0, 0]
+    assert frame["matched"].tolist() == [1, 1, 0, 0]
+
+
+def test_reset_statistics_zeroes_route_counts() -> None:
+    router = Router(RoutingRules.from_dict(ROUTES))
+    router.route(message())
+
+    router.reset_statistics()
+
+    assert set(route_counts(router).values()) == {(0, 0, 0)}
+
+
+# -- reloading rules ----------------------------------------------------------------------------------
+
+
+def test_reload_keeps_counts_by_name() -> None:
+    router = Router(RoutingRules.from_dict(ROUTES))
+    router.route(message())
+    changed = {
+        "routes": [
+            {"name": "new", "destination": "fresh", "when": {"field": "document_type", "equals": "Order"}},
+            ROUTES["routes"][1],
+        ]
+    }
+
+    router.reload(RoutingRules.from_dict(changed))
+    decision = router.route(message())
+
+    assert decision.destinations == ("fresh",)
+    assert route_counts(router) == {"new": (1, 1, 0), "first": (1, 1, 0)}
+    assert router.statistics().by_destination["fresh"] == 1
+    assert router.statistics().by_destination["orders"] == 1
+    assert router.reloads == 1
+
+
+def test_reload_keeps_decided_traces() -> None:
+    router = Router(RoutingRules.from_dict(ROUTES))
+    decision = router.route(message())
+
+    router.reload(RoutingRules.from_dict({"routes": []}))
+
+    assert [result.route for result in decision.trace] == ["audit", "first"]
+
+
+def test_reload_during_threaded_routing() -> None:
+    old = RoutingRules.from_dict(ROUTES)
+    new = RoutingRules.from_dict({"routes": [ROUTES["routes"][3]]})
+    router = Router(old)
+    allowed = {("audit", "orders"), ("dead-end",), ("unrouted",)}
+    seen: set[tuple[str, ...]] = set()
+
+    def route_many() -> None:
+        for _ in range(300):
+            seen.add(router.route(message()).destinations)
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        futures = [pool.submit(route_many) for _ in range(2)]
+        for index in range(50):
+            router.reload(new if index % 2 else old)
+        for future in futures:
+            future.result(timeout=30)
+
+    assert seen <= allowed
+    assert router.statistics().messages == 600

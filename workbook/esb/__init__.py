@@ -3,6 +3,7 @@
 Also the transformer between UBL XML and canonical JSON, with its JSON Schema validation.
 """
 
+from workbook.esb.breaker import BreakerSettingError, ClockStateStorage, DestinationBreakers
 from workbook.esb.deadletter import (
     DEAD_LETTER_CLASSIFICATION,
     ArchivedMessage,
@@ -23,6 +24,7 @@ from workbook.esb.deadletter import (
     peek_dead_letters,
     read_dead_letters,
 )
+from workbook.esb.dispatch import Dispatcher, ParkingError
 from workbook.esb.errors import (
     EsbError,
     InvalidDocumentError,
@@ -34,12 +36,15 @@ from workbook.esb.errors import (
 )
 from workbook.esb.expected import expected_destinations
 from workbook.esb.operators import MISSING
+from workbook.esb.reload import ReloadingRouter, RulesFile
 from workbook.esb.routing import (
     ConditionResult,
     RoutableMessage,
     Router,
+    RouteStatistics,
     RoutingDecision,
     RoutingStatistics,
+    Trace,
     decisions_frame,
 )
 from workbook.esb.rules import Route, RoutingRules
@@ -62,6 +67,15 @@ from workbook.esb.transform import (
 from workbook.esb.ubl import CanonicalMessage, Party, read_document, read_documents
 
 __all__ = [
+    "BreakerSettingError",
+    "ClockStateStorage",
+    "DestinationBreakers",
+    "Dispatcher",
+    "ParkingError",
+    "ReloadingRouter",
+    "RouteStatistics",
+    "RulesFile",
+    "Trace",
     "MISSING",
     "CanonicalMessage",
     "ConditionResult",

@@ -5,6 +5,12 @@ Each panel calls the same package functions as the notebook's cells and has a he
 the same path.
 """
 
+from workbook.widgets.deadletter import DeadLetterPanel
 from workbook.widgets.routing import RoutingRulePanel
+from workbook.widgets.transformation import TransformationPanel
 
-__all__ = ["RoutingRulePanel"]
+__all__ = [
+    "DeadLetterPanel",
+    "RoutingRulePanel",
+    "TransformationPanel",
+]

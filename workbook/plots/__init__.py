@@ -1,0 +1,1 @@
+"""matplotlib figures used by the notebooks, one module per topic."""
