@@ -48,6 +48,28 @@ def peek_ids(receiver: ServiceBusReceiver) -> list[str | None]:
     return [message.message_id for message in peeked]
 
 
+# -- messages the SDK hands back ------------------------------------------------------------------
+
+IDLE = 2.5  # seconds between receives: long enough for the SDK to release what arrived meanwhile
+
+
+def test_messages_reaching_an_idle_receiver_stay_receivable(contract_target: ContractTarget, contract_client):
+    received: list[ServiceBusReceivedMessage] = []
+
+    with contract_client.get_queue_receiver(BULK_QUEUE, prefetch_count=0) as receiver:
+        for round_number in range(3):
+            received += receiver.receive_messages(max_message_count=1, max_wait_time=0.5)
+            contract_target.send(BULK_QUEUE, *numbered(f"idle{round_number}", 1))
+            time.sleep(IDLE)  # no receive call waits now, so the SDK releases a message that arrives
+            received += receiver.receive_messages(max_message_count=1, max_wait_time=WAIT)
+        received += receiver.receive_messages(max_message_count=10, max_wait_time=WAIT)
+        for message in received:
+            receiver.complete_message(message)
+
+    assert sorted(message.message_id for message in received) == ["idle0-0", "idle1-0", "idle2-0"]
+    assert [message.delivery_count for message in received] == [0, 0, 0], "a release counts no delivery"
+
+
 # -- lock renewal --------------------------------------------------------------------------------
 
 

@@ -242,6 +242,8 @@ class ServiceBusFrontEnd:
                     self._receive_transfer(link, delivery)
             elif delivery.updated and not delivery.settled:
                 self._settle(link, delivery)
+            elif delivery.updated:
+                self._take_settled_outcome(link, delivery)
         except Exception as error:  # one client's bad input must not end the reactor for all clients
             logger.exception("failed to handle a delivery on link %r; detaching it", link.name)
             link.condition = Condition(
@@ -367,6 +369,20 @@ class ServiceBusFrontEnd:
             return
         self._echo_outcome(delivery, remote)
 
+    def _take_settled_outcome(self, link: Link, delivery: Delivery) -> None:
+        """Apply an outcome the client settled on its own, which expects no answer.
+
+        The SDK releases this way a message that reached a receiver with no receive call waiting
+        (prefetch 0); ignoring it would leave the message locked until its lock expired.
+        """
+        lock_token = getattr(delivery, "lock_token", None)
+        if lock_token is not None:
+            try:
+                self._apply_outcome(lock_token, delivery.remote_state, delivery.remote)
+            except ServiceBusEmulatorError as error:
+                logger.info("outcome settled by the client on lock %s not applied: %s", lock_token, error)
+        delivery.settle()
+
     def _act_out_settle_fault(
         self, link: Link, delivery: Delivery, lock_token: uuid.UUID, fault: FaultRule
     ) -> bool:
@@ -407,8 +423,10 @@ class ServiceBusFrontEnd:
             self.engine.dead_letter(lock_token, reason, description)
         elif outcome == Delivery.MODIFIED and remote.undeliverable:
             self.engine.defer(lock_token)
-        elif outcome in (Delivery.MODIFIED, Delivery.RELEASED):
+        elif outcome == Delivery.MODIFIED:
             self.engine.abandon(lock_token)
+        elif outcome == Delivery.RELEASED:
+            self.engine.release(lock_token)
         else:
             raise _unsupported(f"outcome {outcome}")
 

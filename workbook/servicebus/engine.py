@@ -893,6 +893,19 @@ class ServiceBusEngine(SessionOperations):
             outcome = self._count_failed_delivery(db, row)
         return Settlement(row["sequence_number"], row["entity"], outcome)
 
+    def release(self, lock_token: uuid.UUID | str) -> Settlement:
+        """Release a lock without counting a failed delivery: the message was never handed to the application.
+
+        Service Bus does not raise the delivery count on the AMQP released outcome.
+        """
+        with self._transaction() as db:
+            row = self._locked_row(db, lock_token)
+            db.execute(
+                "UPDATE messages SET lock_token = NULL, locked_until = NULL WHERE sequence_number = ?",
+                (row["sequence_number"],),
+            )
+        return Settlement(row["sequence_number"], row["entity"], "released")
+
     def dead_letter(
         self, lock_token: uuid.UUID | str, reason: str | None, description: str | None
     ) -> Settlement:
