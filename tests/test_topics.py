@@ -182,6 +182,14 @@ def test_topic_delivers_samples_as_expected(servicebus, samples):
     assert received[UNROUTED_SUBSCRIPTION] == []
 
 
+def test_subscription_table_shows_filters_on_request(servicebus):
+    with_filters = servicebus.subscription_table(TOPIC)
+    without = servicebus.subscription_table(TOPIC, filters=False)
+
+    assert with_filters.set_index("subscription").loc[AUDIT_SUBSCRIPTION, "filter"] == "1=1"
+    assert list(without.columns) == ["subscription", "active", "dead_letter"]
+
+
 def test_broken_filters_drop_and_overmatch(servicebus, samples):
     rules = RoutingRules.load(data_dir() / "routes.yaml")
     broken = {"orders": "DocumentType LIKE 'Order%'", "punch-outs": None, AUDIT_SUBSCRIPTION: None}

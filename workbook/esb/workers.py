@@ -455,7 +455,8 @@ class DeadLetterSampler:
         return active, dead
 
     def sampling(self, phase: str) -> Callable[[], None]:
-        """Return a callback that samples under ``phase``, for Worker(after_each=...)."""
+        """Sample now, where ``phase`` starts, and return a callback for Worker(after_each=...)."""
+        self.sample(phase)
 
         def sample() -> None:
             self.sample(phase)

@@ -253,13 +253,13 @@ class ServiceBusTarget:
         rows = entities[
             (entities["kind"] == "subscription") & (entities["topic"].str.lower() == topic.lower())
         ]
-        filters = self.subscription_filters(topic)
+        rules = self.subscription_filters(topic)
         table = pd.DataFrame(
             {
                 "subscription": rows["name"].to_list(),
                 "active": rows["active"].astype(int).to_list(),
                 "dead_letter": rows["dead_letter"].astype(int).to_list(),
-                "filter": [" OR ".join(filters.get(name, [])) for name in rows["name"]],
+                "filter": [" OR ".join(rules.get(name, [])) for name in rows["name"]],
             }
         )
         table = table.sort_values("subscription", ignore_index=True)
