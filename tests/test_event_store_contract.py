@@ -7,6 +7,7 @@ WORKBOOK_COSMOS_ENDPOINT when that is set.
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -308,6 +309,70 @@ class TestSQLiteFile(EventStoreContract):
     def store(self, tmp_path: Path) -> Iterator[EventStore]:
         with SQLiteEventStore(tmp_path / "events.db") as store:
             yield store
+
+
+# Files written before the store dropped AUTOINCREMENT and the event id index; the store must keep using them.
+EARLIER_SCHEMA = """
+CREATE TABLE events (
+    global_position INTEGER PRIMARY KEY AUTOINCREMENT,
+    stream_id TEXT NOT NULL,
+    stream_version INTEGER NOT NULL CHECK (stream_version >= 1),
+    event_id TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    schema_version INTEGER NOT NULL,
+    payload TEXT NOT NULL,
+    occurred_at TEXT NOT NULL,
+    correlation_id TEXT,
+    causation_id TEXT,
+    UNIQUE (stream_id, stream_version)
+);
+CREATE INDEX events_by_event_id ON events (event_id);
+"""
+
+
+def test_sqlite_rejects_deleting_events(tmp_path: Path) -> None:
+    # Positions are rowids, which SQLite could hand out again after the last row is deleted.
+    path = tmp_path / "events.db"
+    with SQLiteEventStore(path) as store:
+        store.append("order-1", batch(1, 3), expected_version=NO_STREAM)
+        connection = sqlite3.connect(path, timeout=10.0)
+        try:
+            with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+                connection.execute("DELETE FROM events WHERE stream_version = 3")
+        finally:
+            connection.close()
+
+        recorded = store.append("order-2", batch(4, 1), expected_version=NO_STREAM)
+
+        assert [event.stream_version for event in store.read_stream("order-1")] == [1, 2, 3]
+        assert recorded[0].global_position == 4
+
+
+def test_sqlite_keeps_using_earlier_schema(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    with sqlite3.connect(path, timeout=10.0) as connection:
+        connection.executescript(EARLIER_SCHEMA)
+    connection.close()
+
+    with SQLiteEventStore(path) as store:
+        first = store.append("order-1", batch(1, 2), expected_version=NO_STREAM)
+        second = store.append("order-1", batch(3, 2), expected_version=2)
+
+        assert [event.global_position for event in first + second] == [1, 2, 3, 4]
+        assert store.read_all() == first + second
+
+
+@pytest.mark.parametrize(
+    ("in_file", "journal_mode"),
+    [(False, "MEMORY"), (True, "WAL")],
+)
+def test_sqlite_reports_durability_settings(tmp_path: Path, in_file: bool, journal_mode: str) -> None:
+    path = tmp_path / "events.db" if in_file else ":memory:"
+    with SQLiteEventStore(path) as store:
+        settings = store.durability_settings()
+
+    assert settings["journal_mode"] == journal_mode
+    assert settings["synchronous"] == "FULL"
 
 
 SDK_TIMEOUT = 10.0  # seconds, for the SDK calls the tests make themselves

@@ -2,8 +2,10 @@
 
 `EventStore` is the port, with two adapters: `SQLiteEventStore` (embedded, the default) and
 `CosmosEventStore` (Azure Cosmos DB). `append_with_retry` handles concurrent appends to one stream.
+`ProjectionRunner` builds read models from the log, with checkpoints, partitions and a quarantine.
 """
 
+from workbook.eventstore.checkpoints import Checkpoint, CheckpointStore, ProjectionDatabase, Quarantine
 from workbook.eventstore.cosmos import CosmosEventStore
 from workbook.eventstore.errors import (
     ConcurrencyError,
@@ -27,6 +29,14 @@ from workbook.eventstore.events import (
     RecordedEvent,
     event_type_name,
 )
+from workbook.eventstore.projections import (
+    Partition,
+    Projection,
+    ProjectionError,
+    ProjectionRunner,
+    rebuild,
+    reset_projection,
+)
 from workbook.eventstore.registry import EventRegistry, Upcaster, random_event_id
 from workbook.eventstore.retry import Decider, append_with_retry
 from workbook.eventstore.sqlite import SQLiteEventStore
@@ -34,6 +44,8 @@ from workbook.eventstore.store import EventStore
 
 __all__ = [
     "NO_STREAM",
+    "Checkpoint",
+    "CheckpointStore",
     "ConcurrencyError",
     "CosmosEventStore",
     "Decider",
@@ -48,6 +60,12 @@ __all__ = [
     "InvalidEventError",
     "MissingUpcasterError",
     "NewEvent",
+    "Partition",
+    "Projection",
+    "ProjectionDatabase",
+    "ProjectionError",
+    "ProjectionRunner",
+    "Quarantine",
     "RecordedEvent",
     "RegistrationError",
     "RetryLimitError",
@@ -59,4 +77,6 @@ __all__ = [
     "append_with_retry",
     "event_type_name",
     "random_event_id",
+    "rebuild",
+    "reset_projection",
 ]

@@ -19,9 +19,13 @@ logger = logging.getLogger(__name__)
 MEMORY = ":memory:"
 DEFAULT_BUSY_TIMEOUT = 10.0  # seconds a writer waits for another writer's transaction to end
 
+# An append numbers its events after the largest global position, under the write lock. So the table needs no
+# AUTOINCREMENT, whose sqlite_sequence row costs one more page write per commit. A position could be reused
+# after its row is deleted, so the trigger rejects deletes. No index on event_id: the contract never looks an
+# event up by id, and every index adds page writes to each append.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
-    global_position INTEGER PRIMARY KEY AUTOINCREMENT,
+    global_position INTEGER PRIMARY KEY,
     stream_id TEXT NOT NULL,
     stream_version INTEGER NOT NULL CHECK (stream_version >= 1),
     event_id TEXT NOT NULL,
@@ -33,13 +37,23 @@ CREATE TABLE IF NOT EXISTS events (
     causation_id TEXT,
     UNIQUE (stream_id, stream_version)
 );
-CREATE INDEX IF NOT EXISTS events_by_event_id ON events (event_id);
+CREATE TRIGGER IF NOT EXISTS events_are_append_only BEFORE DELETE ON events
+BEGIN
+    SELECT RAISE(ABORT, 'events are append-only: append a compensating event instead of deleting');
+END;
 """
 
+# In the field order of RecordedEvent, so a row converts to it positionally.
 _COLUMNS = (
-    "global_position, stream_id, stream_version, event_id, event_type, schema_version, payload, "
-    "occurred_at, correlation_id, causation_id"
+    "event_id, event_type, schema_version, payload, occurred_at, stream_id, stream_version, global_position, "
+    "correlation_id, causation_id"
 )
+# A stream read leaves out the stream id, which every row shares with the request.
+_STREAM_COLUMNS = _COLUMNS.replace(" stream_id,", "")
+_INSERT = f"INSERT INTO events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_STREAM_VERSION = "SELECT MAX(stream_version) FROM events WHERE stream_id = ?"
+# The stream's version and the log's last position, read in one statement at the start of an append.
+_HEADS = f"SELECT ({_STREAM_VERSION}), (SELECT MAX(global_position) FROM events)"
 
 
 class SQLiteEventStore(EventStore):
@@ -85,19 +99,31 @@ class SQLiteEventStore(EventStore):
     ) -> list[RecordedEvent]:
         check_range("from_version", from_version, limit)
         query = (
-            f"SELECT {_COLUMNS} FROM events WHERE stream_id = ? AND stream_version >= ? "
+            f"SELECT {_STREAM_COLUMNS} FROM events WHERE stream_id = ? AND stream_version >= ? "
             "ORDER BY stream_version"
         )
-        return self._select(query, (stream_id, from_version), limit, stream_id)
+        return _recorded_in_stream(
+            stream_id, self._select(query, (stream_id, from_version), limit, stream_id)
+        )
 
     def read_all(self, *, from_position: int = 1, limit: int | None = None) -> list[RecordedEvent]:
         check_range("from_position", from_position, limit)
         query = f"SELECT {_COLUMNS} FROM events WHERE global_position >= ? ORDER BY global_position"
-        return self._select(query, (from_position,), limit, None)
+        return _recorded(self._select(query, (from_position,), limit, None))
 
     def stream_version(self, stream_id: str) -> int:
         with self._connection() as connection:
             return _stream_version(connection, stream_id)
+
+    def durability_settings(self) -> dict[str, str]:
+        """Return the journal mode and synchronous level of this thread's connection, such as WAL and FULL.
+
+        The store sets only the journal mode (WAL for a file), so the synchronous level is SQLite's default.
+        """
+        with self._connection() as connection:
+            journal_mode = connection.execute("PRAGMA journal_mode").fetchone()[0]
+            level = connection.execute("PRAGMA synchronous").fetchone()[0]
+        return {"journal_mode": journal_mode.upper(), "synchronous": synchronous_name(level)}
 
     def close(self) -> None:
         """Close every connection the store opened; later calls raise StoreUnavailableError."""
@@ -114,35 +140,33 @@ class SQLiteEventStore(EventStore):
         events: Sequence[NewEvent],
         expected_version: int,
     ) -> list[RecordedEvent]:
-        # The write lock is taken before the version is read, so no writer can slip in between.
+        # The write lock is taken before the versions are read, so no writer can slip in between.
         connection.execute("BEGIN IMMEDIATE")
         try:
-            actual = _stream_version(connection, stream_id)
+            actual, head = connection.execute(_HEADS, (stream_id,)).fetchone()
+            actual = actual or 0
             if actual != expected_version:
                 raise ConcurrencyError(stream_id, expected_version, actual)
-            recorded = [
-                _insert(connection, stream_id, expected_version + offset, event)
-                for offset, event in enumerate(events, start=1)
-            ]
+            rows = _rows(stream_id, expected_version, head or 0, events)
+            connection.executemany(_INSERT, rows)
         except BaseException:
             connection.execute("ROLLBACK")
             raise
 
         connection.execute("COMMIT")
-        return recorded
+        return [_recorded_as_new(row, event) for row, event in zip(rows, events, strict=True)]
 
     def _select(
         self, query: str, parameters: tuple[object, ...], limit: int | None, stream_id: str | None
-    ) -> list[RecordedEvent]:
+    ) -> list[tuple]:
         if limit is not None:
             query += " LIMIT ?"
             parameters = (*parameters, limit)
         with self._connection() as connection:
             try:
-                rows = connection.execute(query, parameters).fetchall()
+                return connection.execute(query, parameters).fetchall()
             except sqlite3.OperationalError as error:
                 raise _unavailable("read", stream_id, error) from error
-        return [_recorded(row) for row in rows]
 
     @contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
@@ -183,61 +207,53 @@ class SQLiteEventStore(EventStore):
         return connection
 
 
+def synchronous_name(level: int) -> str:
+    """Return the name of a `PRAGMA synchronous` level: OFF, NORMAL, FULL or EXTRA (0 to 3)."""
+    names = ("OFF", "NORMAL", "FULL", "EXTRA")
+    return names[level] if 0 <= level < len(names) else str(level)
+
+
 def _stream_version(connection: sqlite3.Connection, stream_id: str) -> int:
-    row = connection.execute(
-        "SELECT MAX(stream_version) FROM events WHERE stream_id = ?", (stream_id,)
-    ).fetchone()
-    return row[0] or 0
+    return connection.execute(_STREAM_VERSION, (stream_id,)).fetchone()[0] or 0
 
 
-def _insert(connection: sqlite3.Connection, stream_id: str, version: int, event: NewEvent) -> RecordedEvent:
-    cursor = connection.execute(
-        "INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, payload, "
-        "occurred_at, correlation_id, causation_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+def _rows(stream_id: str, version: int, position: int, events: Sequence[NewEvent]) -> list[tuple]:
+    """Return the insert parameters of `events`, numbered after `version` and `position`.
+
+    The caller holds the write lock, so the positions after the current maximum are free.
+    """
+    return [
         (
-            stream_id,
-            version,
             event.event_id,
             event.event_type,
             event.schema_version,
             event.payload,
             event.occurred_at.isoformat(),
+            stream_id,
+            version + offset,
+            position + offset,
             event.correlation_id,
             event.causation_id,
-        ),
-    )
-    position = cursor.lastrowid
-    assert position is not None
-    return RecordedEvent.from_new(
-        event, stream_id=stream_id, stream_version=version, global_position=position
-    )
+        )
+        for offset, event in enumerate(events, start=1)
+    ]
 
 
-def _recorded(row: tuple) -> RecordedEvent:
-    (
-        position,
-        stream_id,
-        version,
-        event_id,
-        event_type,
-        schema_version,
-        payload,
-        occurred_at,
-        correlation,
-        causation,
-    ) = row
-    return RecordedEvent(
-        event_id=event_id,
-        event_type=event_type,
-        schema_version=schema_version,
-        payload=payload,
-        occurred_at=datetime.fromisoformat(occurred_at),
-        stream_id=stream_id,
-        stream_version=version,
-        global_position=position,
-        correlation_id=correlation,
-        causation_id=causation,
-    )
+def _recorded_as_new(row: tuple, event: NewEvent) -> RecordedEvent:
+    # The caller's datetime replaces the row's text, which a read would parse back to an equal value.
+    return RecordedEvent(*row[:4], event.occurred_at, *row[5:])
+
+
+def _recorded(rows: list[tuple]) -> list[RecordedEvent]:
+    # Rows are in RecordedEvent's field order, and only occurred_at (index 4) needs converting from text.
+    parse = datetime.fromisoformat
+    return [RecordedEvent(*row[:4], parse(row[4]), *row[5:]) for row in rows]
+
+
+def _recorded_in_stream(stream_id: str, rows: list[tuple]) -> list[RecordedEvent]:
+    # As _recorded, for rows selected without their stream id.
+    parse = datetime.fromisoformat
+    return [RecordedEvent(*row[:4], parse(row[4]), stream_id, *row[5:]) for row in rows]
 
 
 def _unavailable(operation: str, stream_id: str | None, error: sqlite3.Error) -> StoreUnavailableError:

@@ -5,12 +5,17 @@ Each panel calls the same package functions as the notebook's cells and has a he
 the same path.
 """
 
+from workbook.widgets.conflicts import ConflictPanel
 from workbook.widgets.deadletter import DeadLetterPanel
+from workbook.widgets.projections import DeserializationPanel, ProjectionLagPanel
 from workbook.widgets.routing import RoutingRulePanel
 from workbook.widgets.transformation import TransformationPanel
 
 __all__ = [
+    "ConflictPanel",
     "DeadLetterPanel",
+    "DeserializationPanel",
+    "ProjectionLagPanel",
     "RoutingRulePanel",
     "TransformationPanel",
 ]
