@@ -41,11 +41,12 @@ notebooks: $(STAMP)
 clean:
 	rm -rf runs .pytest_cache
 
-## bench: SDK throughput vs a null AMQP server, router decisions, event store vs eventsourcing; rewrites benchmarks/README.md
+## bench: SDK throughput vs a null AMQP server, router, event store vs eventsourcing, sagas; rewrites benchmarks/README.md
 bench: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py
 	$(BIN)/python benchmarks/router.py
 	$(BIN)/python benchmarks/eventstore.py
+	$(BIN)/python benchmarks/sagas.py
 
 ## cosmos-server: install the pinned Cosmos DB test server (needs npm); without it the Cosmos DB tests are skipped
 cosmos-server: tests/cosmos_server/node_modules/.package-lock.json

@@ -9,6 +9,7 @@ from workbook.widgets.conflicts import ConflictPanel
 from workbook.widgets.deadletter import DeadLetterPanel
 from workbook.widgets.projections import DeserializationPanel, ProjectionLagPanel
 from workbook.widgets.routing import RoutingRulePanel
+from workbook.widgets.sagas import SagaPanel
 from workbook.widgets.transformation import TransformationPanel
 
 __all__ = [
@@ -17,5 +18,6 @@ __all__ = [
     "DeserializationPanel",
     "ProjectionLagPanel",
     "RoutingRulePanel",
+    "SagaPanel",
     "TransformationPanel",
 ]
