@@ -1,7 +1,7 @@
 """Route documents with a Service Bus topic: subscription filters written from the routing rules.
 
 A topic is the broker's own router. Each subscription's SQL filter decides, independently of the
-others, whether the subscription gets a copy; a message that no filter selects is accepted by the send
+others, whether the subscription gets a copy. A message that no filter selects is accepted by the send
 and then dropped, with no error anywhere. `subscription_filters` writes the filters from the same
 YAML rules the in-process router uses, and `filter_matrix` evaluates every filter against every
 message, the topic counterpart of the router's per-condition trace.
@@ -10,7 +10,6 @@ message, the topic counterpart of the router's per-condition trace.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,17 +25,16 @@ from workbook.esb.rules import Condition, Group, Leaf, RoutingRules
 from workbook.esb.ubl import CanonicalMessage
 from workbook.servicebus.sqlfilter import FilterContext, SqlFilterError, compile_filter
 
-logger = logging.getLogger(__name__)
-
 TOPIC = "documents"
-# The audit (catch-all) subscription takes a copy of everything, so a count of what was published
-# exists to compare with; `unrouted` takes what no business route selects, so nothing is dropped.
+# The audit (catch-all) subscription takes a copy of everything, which gives a count of what was
+# published. `unrouted` takes what no business route selects, so nothing is dropped.
 AUDIT_SUBSCRIPTION = "all-documents"
 AUDIT_FILTER = "1=1"
 UNROUTED_SUBSCRIPTION = "unrouted"
 # Orders of two or more lines go to a person for review before they are confirmed.
 REVIEW_SUBSCRIPTION = "order-review"
-REVIEW_FILTER = "DocumentType = 'Order' AND LineCount >= 2"
+REVIEW_MIN_LINES = 2
+REVIEW_FILTER = f"DocumentType = 'Order' AND LineCount >= {REVIEW_MIN_LINES}"
 
 # Body fields of the canonical message and the application property each one travels in.
 FIELD_PROPERTIES: Mapping[str, str] = {
@@ -146,8 +144,8 @@ def unrouted_filter(rules: RoutingRules) -> str:
     SQL filters have three values: NOT of an unknown comparison is unknown, and an unknown filter drops
     the message. Guarding each comparison with EXISTS keeps a message without a property selectable.
     """
-    # NOTE: a property of the wrong type (the text "2" against a number) still gives unknown here;
-    # the sender must type its properties, which `property_types` shows.
+    # NOTE: a property of the wrong type (the text "2" against a number) still gives unknown here, so
+    # the sender must type its properties. `property_types` shows their types.
     business = [
         sql_condition(route.when, guard_missing=True)
         for route in rules.routes
@@ -186,7 +184,7 @@ def topic_message(
     """Build the message a publisher sends to the topic: canonical JSON body, routing properties typed.
 
     `text_properties=True` sends every property as a string, the way a gateway that copies XML text or
-    HTTP headers does; a numeric filter such as `LineCount >= 2` then never matches.
+    HTTP headers does. A numeric filter such as `LineCount >= 2` then never matches.
     """
     message = RoutableMessage.from_canonical(document) if isinstance(document, CanonicalMessage) else document
     properties = routing_properties(message)
@@ -218,8 +216,8 @@ def filter_matrix(messages: Iterable[ServiceBusMessage], filters: Mapping[str, s
     """Evaluate every filter against every message: one row per message, one column per subscription.
 
     A cell is "match", "no" or "unknown" (SQL's third value, from a missing property or a comparison
-    of a string with a number); only "match" delivers. The column `subscriptions` counts the matches:
-    0 means the topic drops the message, more than one business subscription means an overlap.
+    of a string with a number). Only "match" delivers. The column `subscriptions` counts the matches:
+    0 means the topic drops the message, and more than one business subscription means an overlap.
     """
     compiled = {name: compile_filter(check_filter(sql, subscription=name)) for name, sql in filters.items()}
     rows = []
@@ -274,7 +272,9 @@ def _context(message: ServiceBusMessage) -> FilterContext:
 
 
 def _outcome(result: bool | None) -> str:
-    return UNKNOWN if result is None else MATCH if result else NO_MATCH
+    if result is None:
+        return UNKNOWN
+    return MATCH if result else NO_MATCH
 
 
 def _text(value: Any) -> str:
@@ -288,7 +288,7 @@ def expected_subscriptions(document: CanonicalMessage) -> frozenset[str]:
     order review for an order of two or more lines.
     """
     names = set(expected_destinations(document)) | {AUDIT_SUBSCRIPTION}
-    if document.document_type == "Order" and (document.to_dict().get("line_count") or 0) >= 2:
+    if document.document_type == "Order" and (document.to_dict().get("line_count") or 0) >= REVIEW_MIN_LINES:
         names.add(REVIEW_SUBSCRIPTION)
     return frozenset(names)
 
@@ -306,7 +306,7 @@ def check_subscriptions(
 
 @dataclass(frozen=True)
 class SubscriptionCheck:
-    """Where the topic delivered each message, against where it should have."""
+    """The subscriptions each message reached, beside those it must reach."""
 
     expected: Mapping[str, frozenset[str]]
     arrived: Mapping[str, frozenset[str]]

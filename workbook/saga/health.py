@@ -29,7 +29,7 @@ class HealthResult:
 class HealthChecker:
     """Call each participant's health endpoint with a short timeout.
 
-    A participant with no registered endpoint is treated as healthy, because nothing says otherwise.
+    A participant with no registered endpoint is treated as healthy, because no check can fail for it.
     A refused connection, a timeout or any status but 200 counts as unhealthy.
     """
 

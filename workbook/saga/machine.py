@@ -302,7 +302,7 @@ class SagaMachine:
             queue, record.saga_id, record.saga_type, step.name, action, phase, attempt, record.context, now
         )
         # NOTE: a deadline is not cancelled when its step replies in time. It still arrives at its time,
-        # and on_signal ignores it, so the timeouts queue carries one stale message per answered step.
+        # and on_signal ignores it, so the timeouts queue holds one stale message per step that replied.
         timer = wake_up_message(
             self.queues.timeouts, MessageKind.DEADLINE, record.saga_id, step.name, phase, attempt, deadline
         )

@@ -13,7 +13,7 @@ NEW_RECORD_VERSION = 0  # the version of a record that is not stored yet; the fi
 
 
 class Awaiting:
-    """What a running or compensating saga waits for at its current step."""
+    """The event a running or compensating saga waits for at its current step."""
 
     REPLY = "reply"  # the participant's reply, until the step's deadline
     RETRY = "retry"  # the end of a backoff, after which the command is sent again

@@ -370,10 +370,10 @@ class ServiceBusFrontEnd:
         self._echo_outcome(delivery, remote)
 
     def _take_settled_outcome(self, link: Link, delivery: Delivery) -> None:
-        """Apply an outcome the client settled on its own, which expects no answer.
+        """Apply an outcome that the client settled itself, so it expects no disposition in return.
 
-        The SDK releases this way a message that reached a receiver with no receive call waiting
-        (prefetch 0); ignoring it would leave the message locked until its lock expired.
+        With prefetch 0, the SDK releases this way a message that reached a receiver while no receive
+        call was waiting. Ignoring it would leave the message locked until its lock expired.
         """
         lock_token = getattr(delivery, "lock_token", None)
         if lock_token is not None:

@@ -62,8 +62,8 @@ def deploy_local_filters(admin: LocalAdministration, topic: str, filters: Mappin
 
 
 def _replace_local_rules(admin: LocalAdministration, topic: str, name: str, sql: str) -> None:
-    # The new rule goes in under a temporary name first, so the subscription never has zero rules
-    # (and drops nothing) while it changes; a bad filter raises before any old rule is gone.
+    # The new rule goes in under a temporary name first, so the subscription never has zero rules (and
+    # drops nothing) while it changes. A filter that does not compile raises before any old rule is gone.
     staging = f"{DEFAULT_RULE_NAME}-next"
     admin.create_rule(topic, name, staging, sql_filter=sql)
     subscription = next(s for s in admin.get_topic(topic).subscriptions if s.subscription == name)
