@@ -30,6 +30,9 @@ from azure.servicebus import (
     ServiceBusReceiveMode,
     ServiceBusReceiver,
 )
+from azure.servicebus.exceptions import ServiceBusError
+
+from workbook.servicebus import LocalServiceBusEmulator
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -304,3 +307,24 @@ def receive_exactly(receiver: ServiceBusReceiver, count: int) -> list[ServiceBus
 
 def seconds_until(moment: datetime) -> float:
     return (moment - datetime.now(UTC)).total_seconds()
+
+
+def test_stop_frees_the_port_and_a_restart_serves_open_senders(store: Path, config_file: Path):
+    # A stop closes the listener and every connection with amqp:connection:forced, so the same port
+    # binds again at once, and a sender opened before the stop reconnects to the restarted emulator.
+    first = LocalServiceBusEmulator(config_file, store=store).start()
+    port = first.port
+    with (
+        ServiceBusClient.from_connection_string(first.connection_string, retry_total=0) as client,
+        client.get_queue_sender(QUEUE) as sender,
+    ):
+        sender.send_messages(ServiceBusMessage("before", message_id="before"), timeout=SDK_TIMEOUT)
+        first.stop()
+
+        with pytest.raises(ServiceBusError):
+            sender.send_messages(ServiceBusMessage("while-stopped"), timeout=SDK_TIMEOUT)
+
+        with LocalServiceBusEmulator(config_file, store=store, port=port) as second:
+            sender.send_messages(ServiceBusMessage("after", message_id="after"), timeout=SDK_TIMEOUT)
+
+            assert second.engine.counts(QUEUE)["active"] == 2

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from proton import Condition, Delivery, Disposition, Endpoint, Link, Message, Terminus, symbol
+from proton import Condition, Connection, Delivery, Disposition, Endpoint, Link, Message, Terminus, symbol
 from proton.reactor import Container
 
 from workbook.clock import virtual_to_wall
@@ -65,7 +65,10 @@ class ServiceBusFrontEnd:
         self.faults = faults or FaultInjector()
         self._outgoing: dict[Link, _OutgoingLink] = {}
         self._stop = threading.Event()
+        self._closing = False
+        self._connections: set[Connection] = set()
         self.container: Container | None = None
+        self.acceptor: object | None = None  # proton's Acceptor, which proton.reactor does not export
 
     def request_stop(self) -> None:
         """Ask the reactor thread to stop at its next tick (proton objects are not thread-safe)."""
@@ -78,7 +81,7 @@ class ServiceBusFrontEnd:
 
     def on_timer_task(self, event) -> None:
         if self._stop.is_set():
-            event.container.stop()
+            self._close_sockets(event.container)
             return
         try:
             self.engine.expire()
@@ -88,9 +91,31 @@ class ServiceBusFrontEnd:
             logger.exception("emulator tick failed")
         event.container.schedule(TICK_SECONDS, self)
 
+    def _close_sockets(self, container: Container) -> None:
+        # proton's stop leaves the listening and the connected sockets open: the port stays taken and
+        # clients never learn the broker went away. So the first stop tick closes the listener and
+        # every connection (clients get an AMQP close and reconnect), and the next one stops.
+        if self._closing:
+            container.stop()
+            return
+        self._closing = True
+        close = getattr(self.acceptor, "close", None)
+        if close is not None:
+            close()
+        for connection in list(self._connections):
+            if connection.state & Endpoint.LOCAL_ACTIVE:
+                # The SDK (7.15) indexes the close frame's error fields up to `info` without checking
+                # that they were sent, so all three are set.
+                connection.condition = Condition(
+                    "amqp:connection:forced", "the emulator is stopping", {symbol("reason"): "stop"}
+                )
+                connection.close()
+        container.schedule(TICK_SECONDS, self)
+
     # -- connections, sessions and links --------------------------------------------------------
 
     def on_connection_bound(self, event) -> None:
+        self._connections.add(event.connection)
         sasl = event.transport.sasl()
         sasl.allowed_mechs("ANONYMOUS")
 
@@ -186,6 +211,7 @@ class ServiceBusFrontEnd:
 
     def on_transport_closed(self, event) -> None:
         connection = event.connection
+        self._connections.discard(connection)
         for link in [link for link in self._outgoing if link.connection == connection]:
             self._release_unsettled(link)
 

@@ -115,6 +115,7 @@ class LocalServiceBusEmulator:
             ready.set()
             return
         _widen_backlog(acceptor)
+        self._front_end.acceptor = acceptor
         ready.set()
         try:
             container.run()
