@@ -1,18 +1,34 @@
-"""The saga store contract, run against every adapter: optimistic concurrency, transitions, log, outbox."""
+"""The saga store contract, run against every adapter: optimistic concurrency, transitions, log, outbox.
+
+SQLite runs in memory and in a file. Cosmos DB runs against @vercel/cosmosdb-server always (when it is
+installed), and against the account of WORKBOOK_COSMOS_ENDPOINT when that is set.
+"""
 
 from __future__ import annotations
 
+import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from azure.cosmos import CosmosClient
+from cosmos_fixture import (
+    TEST_DATABASE,
+    CosmosAccount,
+    cosmos_server_fixture,  # noqa: F401 - a fixture, requested by name
+    live_cosmos_fixture,  # noqa: F401 - a fixture, requested by name
+    unique_name,
+)
 
 from workbook.saga import (
+    CosmosSagaStore,
     OutgoingMessage,
     SagaConcurrencyError,
+    SagaDefinitionError,
     SagaExistsError,
+    SagaMachine,
     SagaNotFoundError,
     SagaRecord,
     SagaStatus,
@@ -20,9 +36,14 @@ from workbook.saga import (
     SagaStoreUnavailableError,
     SQLiteSagaStore,
     Transition,
+    order_saga_definition,
 )
+from workbook.saga.machine import Decision
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
+THREAD_TIMEOUT = 30.0  # seconds for every thread of a concurrency test to finish
+SDK_TIMEOUT = 10.0  # seconds, for the SDK calls the tests make themselves
+OpenStore = Callable[[], SagaStore]
 
 
 def new_record(saga_id: str = "s-1", *, minutes: int = 0) -> SagaRecord:
@@ -40,12 +61,45 @@ def new_record(saga_id: str = "s-1", *, minutes: int = 0) -> SagaRecord:
     )
 
 
-def message(number: int) -> OutgoingMessage:
-    return OutgoingMessage("saga-order", f"m-{number}", "{}", {"saga_id": "s-1", "attempt": number})
+def message(number: int, saga_id: str = "s-1") -> OutgoingMessage:
+    return OutgoingMessage("saga-order", f"m-{number}", "{}", {"saga_id": saga_id, "attempt": number})
+
+
+def run_threads(count: int, work: Callable[[int], object]) -> list[object]:
+    """Run `work(index)` on `count` threads started together; return each result or raised error."""
+    results: list[object] = [None] * count
+    start = threading.Barrier(count)
+
+    def run(index: int) -> None:
+        start.wait(timeout=THREAD_TIMEOUT)
+        try:
+            results[index] = work(index)
+        except Exception as error:  # noqa: BLE001 - the test inspects each thread's error
+            results[index] = error
+
+    threads = [threading.Thread(target=run, args=(index,)) for index in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=THREAD_TIMEOUT)
+    assert not any(thread.is_alive() for thread in threads), f"a thread ran longer than {THREAD_TIMEOUT} s"
+    return results
 
 
 class SagaStoreContract:
-    """What every SagaStore adapter must do; subclasses provide the `store` fixture."""
+    """What every SagaStore adapter must do.
+
+    Subclasses provide `open_store`: a function that opens another connection to the same storage, as a
+    second orchestrator process would (an in-memory store returns itself).
+    """
+
+    @pytest.fixture
+    def open_store(self) -> Iterator[OpenStore]:
+        raise NotImplementedError
+
+    @pytest.fixture
+    def store(self, open_store: OpenStore) -> SagaStore:
+        return open_store()
 
     def test_created_saga_loads_equal_at_version_one(self, store: SagaStore):
         record = new_record()
@@ -169,34 +223,232 @@ class SagaStoreContract:
         assert [r.saga_id for r in store.sagas([SagaStatus.RUNNING])] == ["late"]
         assert store.sagas([]) == []
 
+    def test_record_keeps_every_field(self, store: SagaStore):
+        record = new_record().evolve(
+            status=SagaStatus.COMPENSATING,
+            context={"order_id": "s-1", "lines": [{"sku": "naïve café", "quantity": 2}], "note": None},
+            current_step="take-payment",
+            attempt=3,
+            awaiting="retry",
+            deadline=datetime(2026, 1, 1, 10, 0, 0, 123456, tzinfo=UTC),
+            completed_steps=("accept-order", "reserve-inventory"),
+            to_compensate=("reserve-inventory", "accept-order"),
+            reason="step take-payment failed",
+        )
+
+        created = store.create(record)
+
+        assert store.load("s-1") == created
+
+    def test_outbox_ids_unique_across_sagas(self, store: SagaStore):
+        first = store.create(new_record("a"), outbox=[message(1, "a")])
+        store.create(new_record("b"), outbox=[message(2, "b"), message(3, "b")])
+        store.save(first, expected_version=1, outbox=[message(4, "a")])
+
+        pending = store.pending_messages()
+        store.mark_sent([entry.entry_id for entry in pending if entry.saga_id == "b"])
+
+        assert len({entry.entry_id for entry in pending}) == 4
+        assert [entry.message.message_id for entry in pending] == ["m-1", "m-2", "m-3", "m-4"]
+        assert [(entry.saga_id, entry.message.message_id) for entry in store.pending_messages()] == [
+            ("a", "m-1"),
+            ("a", "m-4"),
+        ]
+        assert [entry.message.message_id for entry in store.pending_messages(limit=1)] == ["m-1"]
+
+    def test_all_transitions_in_save_order(self, store: SagaStore):
+        def moved(saga_id: str, seconds: int) -> Transition:
+            return Transition(
+                saga_id, SagaStatus.RUNNING, SagaStatus.COMPLETED, NOW, f"{seconds}", "despatch"
+            )
+
+        first = store.create(new_record("b"), transitions=[moved("b", 1)])
+        second = store.create(new_record("a"), transitions=[moved("a", 2)])
+        store.save(first, expected_version=1, transitions=[moved("b", 3)])
+        store.save(second, expected_version=1, transitions=[moved("a", 4)])
+
+        assert [t.reason for t in store.transitions()] == ["1", "2", "3", "4"]
+        assert [t.reason for t in store.transitions("a")] == ["2", "4"]
+        assert store.transitions("unknown") == []
+
+    def test_save_after_outbox_sent_succeeds(self, store: SagaStore):
+        store.create(new_record(), outbox=[message(1)])
+        loaded = store.load("s-1")
+
+        store.mark_sent([entry.entry_id for entry in store.pending_messages()])
+        saved = store.save(loaded.evolve(reason="after send"), expected_version=1, outbox=[message(2)])
+
+        assert saved.version == 2
+        assert [entry.message.message_id for entry in store.pending_messages()] == ["m-2"]
+
+    def test_sender_and_saver_interleave_without_conflict(self, store: SagaStore):
+        # A sender removes outbox entries while a writer saves: neither may lose the other's change.
+        saves = 15
+        record = store.create(new_record())
+        sent: list[str] = []
+        saving_done = threading.Event()
+
+        def save_all() -> SagaRecord:
+            nonlocal record
+            for number in range(1, saves + 1):
+                record = store.save(
+                    record.evolve(attempt=number), expected_version=record.version, outbox=[message(number)]
+                )
+            saving_done.set()
+            return record
+
+        def send_all() -> int:
+            while True:
+                finished = saving_done.is_set()
+                pending = store.pending_messages()
+                store.mark_sent([entry.entry_id for entry in pending])
+                sent.extend(entry.message.message_id for entry in pending)
+                if finished and not pending:
+                    return len(sent)
+
+        results = run_threads(2, lambda index: save_all() if index == 0 else send_all())
+
+        assert not [result for result in results if isinstance(result, Exception)], results
+        assert store.load("s-1").version == saves + 1
+        assert store.load("s-1").attempt == saves
+        assert sorted(sent) == sorted(f"m-{number}" for number in range(1, saves + 1))
+        assert store.pending_messages() == []
+
+    def test_racing_orchestrators_let_one_win(self, store: SagaStore, open_store: OpenStore):
+        # Two orchestrators load the same saga, both decide that it timed out, and both save the decision.
+        machine = SagaMachine(order_saga_definition())
+        started = machine.start("s-race", {"order_id": "s-race", "amount": 100}, NOW)
+        store.create(started.record, transitions=started.transitions, outbox=started.outbox)
+        writers = [store, open_store()]
+        decisions: list[Decision | None] = [None, None]
+        decided = threading.Barrier(2, timeout=THREAD_TIMEOUT)
+
+        def time_out(index: int) -> SagaRecord:
+            writer = writers[index]
+            record = writer.load("s-race")
+            compensated = writer.compensated_steps("s-race")
+            decision = machine.time_out(record, NOW + timedelta(minutes=1), f"sweeper {index}", compensated)
+            decisions[index] = decision
+            decided.wait()
+            return writer.save(
+                decision.record,
+                expected_version=record.version,
+                transitions=decision.transitions,
+                outbox=decision.outbox,
+                compensated=decision.compensated,
+            )
+
+        results = run_threads(2, time_out)
+
+        saved = [index for index, result in enumerate(results) if isinstance(result, SagaRecord)]
+        conflicts = [result for result in results if isinstance(result, SagaConcurrencyError)]
+        assert len(saved) == 1, results
+        assert len(conflicts) == 1, results
+        assert (conflicts[0].expected, conflicts[0].actual) == (1, 2)
+        winner = decisions[saved[0]]
+        assert store.load("s-race") == winner.record.evolve(version=2)
+        assert store.transitions("s-race") == [*started.transitions, *winner.transitions]
+        assert [entry.message for entry in store.pending_messages()] == [*started.outbox, *winner.outbox]
+
+    def test_closed_store_raises_unavailable(self, open_store: OpenStore):
+        store = open_store()
+        store.close()
+
+        with pytest.raises(SagaStoreUnavailableError, match="is closed"):
+            store.load("s-1")
+
 
 class TestSQLiteSagaStoreInMemory(SagaStoreContract):
     @pytest.fixture
-    def store(self) -> Iterator[SagaStore]:
-        with SQLiteSagaStore() as store:
-            yield store
+    def open_store(self) -> Iterator[OpenStore]:
+        # One in-memory database per store, so every "connection" is the same store.
+        store = SQLiteSagaStore()
+        yield lambda: store
+        store.close()
 
 
 class TestSQLiteSagaStoreFile(SagaStoreContract):
     @pytest.fixture
-    def store(self, tmp_path: Path) -> Iterator[SagaStore]:
-        with SQLiteSagaStore(tmp_path / "sagas.sqlite") as store:
-            yield store
+    def open_store(self, tmp_path: Path) -> Iterator[OpenStore]:
+        opened: list[SagaStore] = []
 
-    def test_second_connection_sees_saves_and_conflicts(self, tmp_path: Path, store: SagaStore):
-        other = SQLiteSagaStore(tmp_path / "sagas.sqlite")
+        def open_connection() -> SagaStore:
+            opened.append(SQLiteSagaStore(tmp_path / "sagas.sqlite"))
+            return opened[-1]
+
+        yield open_connection
+        for store in opened:
+            store.close()
+
+    def test_second_connection_sees_saves_and_conflicts(self, store: SagaStore, open_store: OpenStore):
+        other = open_store()
         created = store.create(new_record())
         other.save(created.evolve(reason="other process"), expected_version=1)
 
         with pytest.raises(SagaConcurrencyError):
             store.save(created, expected_version=1)
         assert store.load("s-1").reason == "other process"
-        other.close()
 
 
-def test_closed_store_raises_unavailable():
-    store = SQLiteSagaStore()
-    store.close()
+def cosmos_connections(account: CosmosAccount, container: str) -> tuple[OpenStore, list[SagaStore]]:
+    """Return a function that opens a CosmosSagaStore on `container`, and the list of stores it opened."""
+    opened: list[SagaStore] = []
 
-    with pytest.raises(SagaStoreUnavailableError, match="is closed"):
-        store.load("s-1")
+    def open_connection() -> SagaStore:
+        opened.append(
+            CosmosSagaStore.connect(
+                account.endpoint,
+                account.key,
+                database=TEST_DATABASE,
+                container=container,
+                verify_tls_certificate=account.verify_tls_certificate,
+            )
+        )
+        return opened[-1]
+
+    return open_connection, opened
+
+
+class TestCosmosLocalServer(SagaStoreContract):
+    @pytest.fixture
+    def open_store(self, cosmos_server: CosmosAccount) -> Iterator[OpenStore]:
+        # A new container per test; the server keeps everything in memory and drops it when it stops.
+        open_connection, opened = cosmos_connections(cosmos_server, unique_name("sagas"))
+        yield open_connection
+        for store in opened:
+            store.close()
+
+    @pytest.mark.parametrize("saga_id", ["orders/1", "order?1", "order#1", "order\\1", " "])
+    def test_create_rejects_invalid_cosmos_id(self, store: SagaStore, saga_id: str):
+        with pytest.raises(SagaDefinitionError, match="saga id"):
+            store.create(new_record(saga_id))
+
+        assert store.sagas() == []
+
+    def test_unreachable_account_raises_unavailable(self, cosmos_server: CosmosAccount):
+        # A port that was just free and is closed again, so the connection is refused at once.
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+
+        with pytest.raises(SagaStoreUnavailableError, match="Cannot open Cosmos DB container") as raised:
+            CosmosSagaStore.connect(
+                f"https://127.0.0.1:{port}/", cosmos_server.key, timeout=2.0, verify_tls_certificate=False
+            )
+
+        assert cosmos_server.key not in str(raised.value)
+
+
+class TestCosmosLive(SagaStoreContract):
+    @pytest.fixture
+    def open_store(self, live_cosmos: CosmosAccount) -> Iterator[OpenStore]:
+        container = unique_name("sagas")
+        open_connection, opened = cosmos_connections(live_cosmos, container)
+        try:
+            yield open_connection
+        finally:
+            for store in opened:
+                store.close()
+            # A live account keeps what tests write, so each test deletes its container.
+            with CosmosClient(live_cosmos.endpoint, credential=live_cosmos.key) as client:
+                client.get_database_client(TEST_DATABASE).delete_container(container, timeout=SDK_TIMEOUT)

@@ -27,17 +27,23 @@ from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import AzureError
-from azure.cosmos import ContainerProxy, CosmosClient, PartitionKey
+from azure.cosmos import ContainerProxy, CosmosClient
 from azure.cosmos.exceptions import CosmosAccessConditionFailedError, CosmosResourceExistsError
 
+from workbook.config.cosmos import (
+    DEFAULT_DATABASE,
+    DEFAULT_TIMEOUT,
+    describe_error,
+    open_container,
+    query_item,
+    reserve_numbers,
+)
 from workbook.eventstore.errors import ConcurrencyError, StoreUnavailableError
 from workbook.eventstore.events import NewEvent, RecordedEvent
 from workbook.eventstore.store import EventStore, check_append, check_range
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TIMEOUT = 10.0  # seconds, for every SDK call
-DEFAULT_DATABASE = "workbook"
 DEFAULT_CONTAINER = "events"
 PARTITION_KEY_PATH = "/streamId"
 COUNTER_PARTITION = "$position"
@@ -80,27 +86,23 @@ class CosmosEventStore(EventStore):
     ) -> CosmosEventStore:
         """Connect to an account, creating the database and the container when missing.
 
-        Set `verify_tls_certificate=False` only for a local test server with a self-signed certificate:
-        it turns off the check that the server is the one the endpoint names. NOTE: azure-cosmos 4.17
-        skips that check for endpoints on localhost and 127.0.0.1, whatever the flag's value.
+        Set `verify_tls_certificate=False` only for a local test server with a self-signed certificate
+        (see `workbook.config.cosmos.open_container`).
         """
-        client = CosmosClient(
-            endpoint,
-            credential=key,
-            connection_verify=verify_tls_certificate,
-            connection_timeout=timeout,
-            read_timeout=timeout,
-        )
         try:
-            proxy = client.create_database_if_not_exists(database, timeout=timeout)
-            items = proxy.create_container_if_not_exists(
-                container, partition_key=PartitionKey(PARTITION_KEY_PATH), timeout=timeout
+            client, items = open_container(
+                endpoint,
+                key,
+                database=database,
+                container=container,
+                partition_key_path=PARTITION_KEY_PATH,
+                timeout=timeout,
+                verify_tls_certificate=verify_tls_certificate,
             )
         except AzureError as error:
-            client.close()
             raise StoreUnavailableError(
-                f"Cannot open Cosmos DB container {database}/{container} at {endpoint}: {_describe(error)}. "
-                "Check the endpoint, the key, and that the account is reachable.",
+                f"Cannot open Cosmos DB container {database}/{container} at {endpoint}: "
+                f"{describe_error(error)}. Check the endpoint, the key, and that the account is reachable.",
                 operation="connect",
             ) from error
         return cls(items, timeout=timeout, client=client)
@@ -198,13 +200,7 @@ class CosmosEventStore(EventStore):
         return self._query_one(stream_id, _head_id(stream_id))
 
     def _query_one(self, partition: str, item_id: str) -> dict[str, Any] | None:
-        items = self._container.query_items(
-            "SELECT * FROM c WHERE c.streamId = @partition AND c.id = @id",
-            parameters=[{"name": "@partition", "value": partition}, {"name": "@id", "value": item_id}],
-            partition_key=partition,
-            timeout=self._timeout,
-        )
-        return next(iter(items), None)
+        return query_item(self._container, "streamId", partition, item_id, timeout=self._timeout)
 
     def _claim(
         self,
@@ -284,30 +280,19 @@ class CosmosEventStore(EventStore):
 
     def _take_positions(self, count: int) -> int:
         """Reserve `count` global positions on the counter item and return the first."""
-        for _ in range(MAX_CONTENDED_ATTEMPTS):
-            counter = self._query_one(COUNTER_PARTITION, COUNTER_ID)
-            last = counter["last"] if counter else 0
-            updated = {
-                "id": COUNTER_ID,
-                "streamId": COUNTER_PARTITION,
-                "kind": _COUNTER,
-                "last": last + count,
-            }
-            try:
-                if counter is None:
-                    self._container.create_item(updated, timeout=self._timeout)
-                else:
-                    self._container.replace_item(
-                        COUNTER_ID,
-                        updated,
-                        etag=counter["_etag"],
-                        match_condition=MatchConditions.IfNotModified,
-                        timeout=self._timeout,
-                    )
-            except (CosmosResourceExistsError, CosmosAccessConditionFailedError):
-                continue
-            return last + 1
-        raise _contended("take global positions", None)
+        first = reserve_numbers(
+            self._container,
+            "streamId",
+            COUNTER_PARTITION,
+            COUNTER_ID,
+            count,
+            timeout=self._timeout,
+            attempts=MAX_CONTENDED_ATTEMPTS,
+            kind=_COUNTER,
+        )
+        if first is None:
+            raise _contended("take global positions", None)
+        return first
 
     @contextmanager
     def _boundary(self, operation: str, stream_id: str | None) -> Iterator[None]:
@@ -317,8 +302,8 @@ class CosmosEventStore(EventStore):
         except AzureError as error:
             where = f" on stream {stream_id!r}" if stream_id else ""
             raise StoreUnavailableError(
-                f"Cosmos DB {operation}{where} failed: {_describe(error)}. Retry later, and if it persists, "
-                "check the account's availability and request-unit limits.",
+                f"Cosmos DB {operation}{where} failed: {describe_error(error)}. Retry later, and if it "
+                "persists, check the account's availability and request-unit limits.",
                 operation=operation,
                 stream_id=stream_id,
             ) from error
@@ -360,17 +345,11 @@ def _recorded(item: dict[str, Any]) -> RecordedEvent:
     )
 
 
-def _describe(error: AzureError) -> str:
-    status = getattr(error, "status_code", None)
-    summary = str(error.message or type(error).__name__).splitlines()[0]
-    return f"HTTP {status}: {summary}" if status else f"{type(error).__name__}: {summary}"
-
-
 def _committed_but_unwritten(stream_id: str, version: int, error: AzureError) -> StoreUnavailableError:
     # The head already claims the batch, so appending it again would store the events twice.
     return StoreUnavailableError(
         f"Append to stream {stream_id!r} is committed up to version {version}, but writing its event items "
-        f"failed: {_describe(error)}. The next read or append of the stream writes them: do not append "
+        f"failed: {describe_error(error)}. The next read or append of the stream writes them: do not append "
         "the batch again.",
         operation="append",
         stream_id=stream_id,

@@ -3,13 +3,15 @@ timeouts, compensation and participants with switchable failure modes.
 
 Modules:
 - `definition`: steps, retry policies and statuses; `machine`: decisions without I/O.
-- `records`, `store` and `sqlite`: the saga store port and its SQLite adapter.
+- `records`, `store`, `sqlite` and `cosmos`: the saga store port and its SQLite and Cosmos DB adapters.
 - `messages`: the protocol on the queues; `links`: shared SDK links.
 - `orchestrator`, `timeouts` (stuck sagas and the sweep), `health` (HTTP health checks).
 - `participants` and `ledger` (the effects they applied).
 - `runner` (step-by-step runs for notebooks and tests) and `process` (the orchestrator as a process).
+- `diagnostics`: failed compensations as tables (the compensation log, the manual-intervention queue).
 """
 
+from workbook.saga.cosmos import CosmosSagaStore
 from workbook.saga.definition import (
     ALLOWED_TRANSITIONS,
     FINAL_STATUSES,
@@ -20,6 +22,17 @@ from workbook.saga.definition import (
     SagaStep,
     check_transition,
     order_saga_definition,
+)
+from workbook.saga.diagnostics import (
+    COMPENSATION_LOG_COLUMNS,
+    ESCALATION_COLUMNS,
+    ORDER_COLUMNS,
+    CompensationFailures,
+    compensation_log,
+    escalation_table,
+    inject_failures,
+    read_manual_interventions,
+    run_orders,
 )
 from workbook.saga.errors import (
     InvalidTransitionError,
@@ -58,12 +71,15 @@ from workbook.saga.timeouts import STUCK_COLUMNS, SWEEP_COLUMNS, TimeoutSweeper,
 
 __all__ = [
     "ALLOWED_TRANSITIONS",
+    "COMPENSATION_LOG_COLUMNS",
     "COUNT_COLUMNS",
     "DELIVERY_COLUMNS",
     "EFFECT_COLUMNS",
+    "ESCALATION_COLUMNS",
     "FINAL_STATUSES",
     "HEALTH_COLUMNS",
     "IGNORED_COLUMNS",
+    "ORDER_COLUMNS",
     "ORDER_PARTICIPANTS",
     "ORDER_SAGA",
     "SAGA_COLUMNS",
@@ -71,6 +87,8 @@ __all__ = [
     "SWEEP_COLUMNS",
     "TRANSITION_COLUMNS",
     "Awaiting",
+    "CompensationFailures",
+    "CosmosSagaStore",
     "Decision",
     "EffectLedger",
     "Failure",
@@ -107,8 +125,13 @@ __all__ = [
     "TimeoutSweeper",
     "Transition",
     "check_transition",
+    "compensation_log",
+    "escalation_table",
     "find_stuck_sagas",
+    "inject_failures",
     "order_participants",
     "order_saga_definition",
+    "read_manual_interventions",
+    "run_orders",
     "run_sagas",
 ]

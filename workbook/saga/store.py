@@ -1,4 +1,4 @@
-"""The saga store port: the contract every adapter (SQLite now, Cosmos DB with ETags later) keeps.
+"""The saga store port: the contract every adapter (SQLite, Cosmos DB with ETags) keeps.
 
 A save writes the saga record, its new transitions, its new outgoing messages (the outbox) and an
 optional compensation-log entry together, or nothing. The orchestrator sends the outbox only after the
