@@ -7,8 +7,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 export PYTHONHASHSEED := 0
+# pip installs the playwright package only; the journeys use Debian's chromium (browser-deps).
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
-.PHONY: run test lint unit notebook-tests notebooks clean bench cosmos-server
+.PHONY: run test lint unit notebook-tests notebooks clean bench cosmos-server browser-deps
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,11 +29,16 @@ lint: $(STAMP)
 	$(BIN)/ruff check workbook tests benchmarks
 	$(BIN)/ruff format --check workbook tests benchmarks
 
-unit: $(STAMP) cosmos-server
-	$(BIN)/pytest -q
+# Most tests wait on SDK links and timers rather than the CPU, so four workers pay off even on two
+# cores; a worker takes whole files, so a module's emulator and notebook run are started once.
+PYTEST_WORKERS ?= 4
+XDIST := -n $(PYTEST_WORKERS) --dist loadfile
+
+unit: $(STAMP) cosmos-server browser-deps
+	$(BIN)/pytest -q $(XDIST)
 
 notebook-tests: $(STAMP)
-	$(BIN)/pytest -q --nbval notebooks --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
+	$(BIN)/pytest -q $(XDIST) --nbval notebooks --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
 
 ## notebooks: re-execute every notebook in place and strip volatile metadata (commit the result)
 notebooks: $(STAMP)
@@ -41,12 +48,20 @@ notebooks: $(STAMP)
 clean:
 	rm -rf runs .pytest_cache
 
-## bench: SDK throughput vs a null AMQP server, router, event store vs eventsourcing, sagas; rewrites benchmarks/README.md
+## bench: SDK throughput vs a null AMQP server, router, event store vs eventsourcing, sagas, client reuse,
+## notebook suite wall time; rewrites benchmarks/README.md
 bench: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py
 	$(BIN)/python benchmarks/router.py
 	$(BIN)/python benchmarks/eventstore.py
 	$(BIN)/python benchmarks/sagas.py
+	$(BIN)/python benchmarks/client_reuse.py
+	$(BIN)/python benchmarks/notebook_suite.py
+
+## browser-deps: install Debian's chromium for the browser journeys (apt-get, as root); Playwright comes with '.[test]'
+# Playwright drives /usr/bin/chromium and downloads no browser of its own.
+browser-deps:
+	test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
 
 ## cosmos-server: install the pinned Cosmos DB test server (needs npm); without it the Cosmos DB tests are skipped
 cosmos-server: tests/cosmos_server/node_modules/.package-lock.json

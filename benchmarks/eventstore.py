@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 
 from eventsourcing.persistence import StoredEvent, Tracking
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteDatastore, SQLiteTrackingRecorder
+from results_page import cpu_model, rewrite_section
 
 from workbook.eventstore import DomainEvent, EventEnvelope, EventRegistry, NewEvent, SQLiteEventStore
 from workbook.eventstore.checkpoints import ProjectionDatabase
@@ -488,7 +489,7 @@ def report(measurement: Measurement, command: str) -> str:
         f"Measured on {today} with `{command}` (from the repository root).",
         "",
         f"- CPUs (nproc): {os.cpu_count()}",
-        f"- CPU model: {_cpu_model()}",
+        f"- CPU model: {cpu_model()}",
         f"- Python: {platform.python_version()}, SQLite {_sqlite_version()}",
         f"- eventsourcing: {version('eventsourcing')}",
         f"- `SQLiteEventStore` connection: {_settings_text(measurement.settings['ours'])}",
@@ -523,29 +524,6 @@ def _sqlite_version() -> str:
     return sqlite3.sqlite_version
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def rewrite_readme(path: Path, section: str) -> None:
-    """Replace the text between the event store results markers of ``path`` with ``section``."""
-    text = path.read_text(encoding="utf-8")
-    start = text.find(RESULTS_START)
-    end = text.find(RESULTS_END)
-    if start < 0 or end < start:
-        raise BenchmarkError(
-            f"{path} has no '{RESULTS_START}' ... '{RESULTS_END}' markers: add them where the results go"
-        )
-    before = text[: start + len(RESULTS_START)]
-    path.write_text(f"{before}\n{section}\n{text[end:]}", encoding="utf-8")
-
-
 def parse_arguments(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=20_000, help="events per operation and store")
@@ -577,7 +555,7 @@ def main(argv: list[str] | None = None) -> int:
     section = report(measurement, shlex.join([".venv/bin/python", "benchmarks/eventstore.py", *argv]))
     print(section)
     if not arguments.no_readme:
-        rewrite_readme(arguments.readme, section)
+        rewrite_section(arguments.readme, section, RESULTS_START, RESULTS_END)
     return 0
 
 

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from results_page import cpu_model, rewrite_section
+
 from workbook.esb import ConditionResult, RoutableMessage, Router, RoutingDecision, RoutingRules
 from workbook.esb.operators import evaluate
 from workbook.esb.routing import resolve_field
@@ -320,7 +322,7 @@ def report(measurement: Measurement, command: str) -> str:
             f"Measured on {today} with `{command}` (from the repository root), one run.",
             "",
             f"- CPUs (nproc): {os.cpu_count()}",
-            f"- CPU model: {_cpu_model()}",
+            f"- CPU model: {cpu_model()}",
             f"- Python: {platform.python_version()}",
             "",
             f"{measurement.rules} routes, {measurement.messages:,} messages, "
@@ -335,29 +337,6 @@ def report(measurement: Measurement, command: str) -> str:
             f"| {measurement.traced_ratio:.2f} |",
         ]
     )
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def rewrite_readme(path: Path, section: str) -> None:
-    """Replace the text between the router results markers of ``path`` with ``section``."""
-    text = path.read_text(encoding="utf-8")
-    start = text.find(RESULTS_START)
-    end = text.find(RESULTS_END)
-    if start < 0 or end < start:
-        raise BenchmarkError(
-            f"{path} has no '{RESULTS_START}' ... '{RESULTS_END}' markers: add them where the results go"
-        )
-    before = text[: start + len(RESULTS_START)]
-    path.write_text(f"{before}\n{section}\n{text[end:]}", encoding="utf-8")
 
 
 def parse_arguments(argv: list[str]) -> argparse.Namespace:
@@ -377,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     section = report(measurement, shlex.join([".venv/bin/python", "benchmarks/router.py", *argv]))
     print(section)
     if not arguments.no_readme:
-        rewrite_readme(arguments.readme, section)
+        rewrite_section(arguments.readme, section, RESULTS_START, RESULTS_END)
     return 0
 
 

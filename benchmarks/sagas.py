@@ -27,6 +27,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from azure.servicebus import ServiceBusClient
+from results_page import cpu_model, rewrite_section
 
 from workbook.clock import RealClock, use_clock
 from workbook.paths import data_dir
@@ -223,7 +224,7 @@ def report(measurement: Measurement, command: str) -> str:
         f"Measured on {datetime.date.today().isoformat()} with `{command}` (from the repository root).",
         "",
         f"- CPUs (nproc): {os.cpu_count()}",
-        f"- CPU model: {_cpu_model()}",
+        f"- CPU model: {cpu_model()}",
         f"- Python: {platform.python_version()}, azure-servicebus {version('azure-servicebus')}",
         "",
         f"Throughput: batches of {measurement.sagas} sagas started at once, all participants healthy. "
@@ -246,29 +247,6 @@ def report(measurement: Measurement, command: str) -> str:
         for row in measurement.latency_rows
     ]
     return "\n".join(lines)
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def rewrite_readme(path: Path, section: str) -> None:
-    """Replace the text between the saga results markers of ``path`` with ``section``."""
-    text = path.read_text(encoding="utf-8")
-    start = text.find(RESULTS_START)
-    end = text.find(RESULTS_END)
-    if start < 0 or end < start:
-        raise BenchmarkError(
-            f"{path} has no '{RESULTS_START}' ... '{RESULTS_END}' markers: add them where the results go"
-        )
-    before = text[: start + len(RESULTS_START)]
-    path.write_text(f"{before}\n{section}\n{text[end:]}", encoding="utf-8")
 
 
 def parse_arguments(argv: list[str]) -> argparse.Namespace:
@@ -310,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     section = report(measurement, shlex.join([".venv/bin/python", "benchmarks/sagas.py", *argv]))
     print(section)
     if not arguments.no_readme:
-        rewrite_readme(arguments.readme, section)
+        rewrite_section(arguments.readme, section, RESULTS_START, RESULTS_END)
     return 0
 
 

@@ -34,6 +34,7 @@ import azure.servicebus
 import proton
 from azure.servicebus import ServiceBusClient, ServiceBusMessage
 from azure.servicebus.exceptions import MessageSizeExceededError
+from results_page import cpu_model, rewrite_section
 
 from workbook.config import DEFAULT_KEY_NAME, EMULATOR_KEY, ServiceBusConnectionString
 
@@ -306,22 +307,12 @@ def machine_facts() -> dict[str, str]:
     """Return the facts that a throughput figure depends on: CPUs, CPU model, Python and library versions."""
     return {
         "CPUs (nproc)": str(len(os.sched_getaffinity(0))),
-        "CPU model": _cpu_model(),
+        "CPU model": cpu_model(),
         "Python": platform.python_version(),
         "azure-servicebus": azure.servicebus.__version__,
         "python-qpid-proton": ".".join(str(part) for part in proton.VERSION),
         "OS": f"{platform.system()} {platform.release()}",
     }
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def command_line(argv: list[str]) -> str:
@@ -353,19 +344,6 @@ def results_section(results: Results, settings: Settings, argv: list[str]) -> st
             results_table(results, settings),
         ]
     )
-
-
-def rewrite_readme(path: Path, section: str) -> None:
-    """Replace the text between the results markers of ``path`` with ``section``, keeping the rest."""
-    text = path.read_text(encoding="utf-8")
-    start = text.find(RESULTS_START)
-    end = text.find(RESULTS_END)
-    if start < 0 or end < start:
-        raise BenchmarkError(
-            f"{path} has no '{RESULTS_START}' ... '{RESULTS_END}' markers: add them where the results go"
-        )
-    before = text[: start + len(RESULTS_START)]
-    path.write_text(f"{before}\n{section}\n{text[end:]}", encoding="utf-8")
 
 
 def print_profile(path: Path, limit: int = 25) -> None:
@@ -425,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     if arguments.profile is not None:
         print_profile(arguments.profile)
     elif not arguments.no_readme:
-        rewrite_readme(arguments.readme, section)
+        rewrite_section(arguments.readme, section, RESULTS_START, RESULTS_END)
         print(f"\nwrote the results to {arguments.readme}")
     return 0
 

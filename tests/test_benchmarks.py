@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import results_page
 
 from workbook.esb import Router, RoutingRules
 
@@ -99,12 +100,11 @@ def test_tiny_run_rewrites_only_results_section(tiny_run) -> None:
     ],
 )
 def test_readme_without_markers_is_rejected(tmp_path: Path, text: str) -> None:
-    throughput = load_throughput()
     page = tmp_path / "README.md"
     page.write_text(text, encoding="utf-8")
 
-    with pytest.raises(throughput.BenchmarkError, match="markers"):
-        throughput.rewrite_readme(page, "table")
+    with pytest.raises(results_page.ResultsPageError, match="markers"):
+        results_page.rewrite_section(page, "table", "<!-- results:start -->", "<!-- results:end -->")
     assert page.read_text(encoding="utf-8") == text
 
 
@@ -189,12 +189,3 @@ def test_router_benchmark_rewrites_section(tmp_path: Path) -> None:
     assert rewritten.split(start)[0] == original.split(start)[0]
     assert rewritten.split(end)[1] == original.split(end)[1]
     assert "--rules 20 --messages 300" in rewritten.split(start)[1]
-
-
-def test_router_readme_needs_markers(tmp_path: Path) -> None:
-    benchmark = load_router_benchmark()
-    page = tmp_path / "README.md"
-    page.write_text("# Results\n", encoding="utf-8")
-
-    with pytest.raises(benchmark.BenchmarkError, match="markers"):
-        benchmark.rewrite_readme(page, "table")

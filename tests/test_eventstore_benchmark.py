@@ -141,13 +141,3 @@ def test_tiny_sizes_are_rejected(tmp_path: Path, arguments: tuple[int, int]) -> 
 
     with pytest.raises(benchmark.BenchmarkError, match="too small"):
         benchmark.measure(*arguments, 100, tmp_path)
-
-
-def test_readme_without_markers_is_rejected(tmp_path: Path) -> None:
-    benchmark = load_benchmark()
-    page = tmp_path / "README.md"
-    page.write_text("# Results\n", encoding="utf-8")
-
-    with pytest.raises(benchmark.BenchmarkError, match="markers"):
-        benchmark.rewrite_readme(page, "table")
-    assert page.read_text(encoding="utf-8") == "# Results\n"

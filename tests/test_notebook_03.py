@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
-
-from workbook.cli.main import main
+from notebook_runs import NotebookRun, run_notebook
 
 pytestmark = [pytest.mark.notebook, pytest.mark.timeout(600)]
 
@@ -16,26 +12,12 @@ DEAD_LETTERED_BEFORE_FIX = 8
 
 
 @pytest.fixture(scope="module")
-def run_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    output = tmp_path_factory.mktemp("runs")
-    status = main(["run", "--notebook", "03", "--output-dir", str(output)])
-    assert status == 0, f"workbook run exited with {status}; see the reports under {output}"
-    (folder,) = [path for path in output.iterdir() if path.is_dir()]
-    return folder
+def notebook_run(tmp_path_factory: pytest.TempPathFactory) -> NotebookRun:
+    return run_notebook("03", tmp_path_factory.mktemp("runs")).check_passed()
 
 
-@pytest.fixture(scope="module")
-def notebook_run(run_folder: Path) -> dict:
-    (notebook,) = json.loads((run_folder / "run.json").read_text())["notebooks"]
-    return notebook
-
-
-def figures_of(notebook: dict) -> dict:
-    return {name: figure["value"] for name, figure in notebook["figures"].items()}
-
-
-def test_run_passes(notebook_run: dict):
-    assert notebook_run["status"] == "passed"
+def test_run_passes(notebook_run: NotebookRun):
+    assert notebook_run.report["status"] == "passed"
 
 
 @pytest.mark.parametrize(
@@ -47,18 +29,18 @@ def test_run_passes(notebook_run: dict):
         ("double_effects_after_fix", 0),
     ],
 )
-def test_run_records_figure(notebook_run: dict, name: str, expected: int):
-    assert figures_of(notebook_run)[name] == expected
+def test_run_records_figure(notebook_run: NotebookRun, name: str, expected: int):
+    assert notebook_run.figures[name] == expected
 
 
-def test_archive_holds_poison_orders(notebook_run: dict):
-    assert figures_of(notebook_run)["archived_poison_orders"] >= 2
+def test_archive_holds_poison_orders(notebook_run: NotebookRun):
+    assert notebook_run.figures["archived_poison_orders"] >= 2
 
 
-def test_run_folder_keeps_no_key(run_folder: Path):
+def test_run_folder_keeps_no_key(notebook_run: NotebookRun):
     from workbook.config import EMULATOR_KEY
 
-    for path in run_folder.rglob("*"):
+    for path in notebook_run.folder.rglob("*"):
         if path.is_file():
             assert EMULATOR_KEY not in path.read_text(errors="replace"), (
                 f"{path.name} contains the emulator key"

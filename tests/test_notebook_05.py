@@ -2,35 +2,21 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
-
-from workbook.cli.main import main
+from notebook_runs import NotebookRun, run_notebook
 
 pytestmark = [pytest.mark.notebook, pytest.mark.timeout(600)]
 
 
-def run_notebook(output: Path, *parameters: str) -> dict:
-    status = main(["run", "--notebook", "05", "--output-dir", str(output), *parameters])
-    assert status == 0, f"workbook run exited with {status}; see the reports under {output}"
-    (folder,) = [path for path in output.iterdir() if path.is_dir()]
-    (notebook,) = json.loads((folder / "run.json").read_text())["notebooks"]
-    return notebook
-
-
-def figures_of(notebook: dict) -> dict:
-    return {name: figure["value"] for name, figure in notebook["figures"].items()}
-
-
 @pytest.fixture(scope="module")
-def notebook_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    return run_notebook(tmp_path_factory.mktemp("runs"))
+def notebook_run(tmp_path_factory: pytest.TempPathFactory) -> NotebookRun:
+    return run_notebook("05", tmp_path_factory.mktemp("runs")).check_passed()
 
 
-def test_run_passes(notebook_run: dict):
-    assert notebook_run["status"] == "passed"
+def test_run_passes(notebook_run: NotebookRun):
+    assert notebook_run.report["status"] == "passed"
 
 
 @pytest.mark.parametrize(
@@ -43,32 +29,18 @@ def test_run_passes(notebook_run: dict):
         ("rows_differing_from_rebuild", 0),
     ],
 )
-def test_run_records_figure(notebook_run: dict, name: str, expected: int):
-    assert figures_of(notebook_run)[name] == expected
+def test_run_records_figure(notebook_run: NotebookRun, name: str, expected: int):
+    assert notebook_run.figures[name] == expected
 
 
-def test_fix_cuts_max_lag(notebook_run: dict):
-    figures = figures_of(notebook_run)
+def test_fix_cuts_max_lag(notebook_run: NotebookRun):
+    figures = notebook_run.figures
 
     assert 0 < figures["max_lag_after_fix"] < figures["max_lag_before_fix"] / 5
 
 
 def test_too_few_workers_fail_verify(tmp_path: Path):
     # One worker with batches of 1 cannot work off the outage: the notebook's Verify must fail.
-    status = main(
-        [
-            "run",
-            "--notebook",
-            "05",
-            "--output-dir",
-            str(tmp_path),
-            "-p",
-            "fixed_batch_size",
-            "1",
-            "-p",
-            "fixed_workers",
-            "1",
-        ]
-    )
+    run = run_notebook("05", tmp_path, fixed_batch_size=1, fixed_workers=1)
 
-    assert status != 0
+    assert run.status != 0

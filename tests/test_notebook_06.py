@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
-
-from workbook.cli.main import main
+from notebook_runs import NotebookRun, run_notebook
 
 pytestmark = [pytest.mark.notebook, pytest.mark.timeout(600)]
 
@@ -16,25 +14,13 @@ pytestmark = [pytest.mark.notebook, pytest.mark.timeout(600)]
 QUARANTINED_BEFORE_FIX = 41
 
 
-def run_notebook(output: Path, *parameters: str) -> dict:
-    status = main(["run", "--notebook", "06", "--output-dir", str(output), *parameters])
-    assert status == 0, f"workbook run exited with {status}; see the reports under {output}"
-    (folder,) = [path for path in output.iterdir() if path.is_dir()]
-    (notebook,) = json.loads((folder / "run.json").read_text())["notebooks"]
-    return notebook
-
-
-def figures_of(notebook: dict) -> dict:
-    return {name: figure["value"] for name, figure in notebook["figures"].items()}
-
-
 @pytest.fixture(scope="module")
-def notebook_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    return run_notebook(tmp_path_factory.mktemp("runs"))
+def notebook_run(tmp_path_factory: pytest.TempPathFactory) -> NotebookRun:
+    return run_notebook("06", tmp_path_factory.mktemp("runs")).check_passed()
 
 
-def test_run_passes(notebook_run: dict):
-    assert notebook_run["status"] == "passed"
+def test_run_passes(notebook_run: NotebookRun):
+    assert notebook_run.report["status"] == "passed"
 
 
 @pytest.mark.parametrize(
@@ -46,13 +32,13 @@ def test_run_passes(notebook_run: dict):
         ("loaded_after_fix", 67),
     ],
 )
-def test_run_records_figure(notebook_run: dict, name: str, expected: int):
-    assert figures_of(notebook_run)[name] == expected
+def test_run_records_figure(notebook_run: NotebookRun, name: str, expected: int):
+    assert notebook_run.figures[name] == expected
 
 
 def test_run_without_corrupt_payload(tmp_path: Path):
-    notebook = run_notebook(tmp_path, "-p", "faults", "renamed type, unknown type", "-p", "copies", "1")
-    figures = figures_of(notebook)
+    run = run_notebook("06", tmp_path, faults="renamed type, unknown type", copies=1).check_passed()
+    figures = run.figures
 
     assert figures["quarantined_before_fix"] == 5
     assert figures["unreadable_after_fix"] == 0

@@ -2,37 +2,23 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
-
-from workbook.cli.main import main
+from notebook_runs import NotebookRun, run_notebook
 
 pytestmark = [pytest.mark.notebook, pytest.mark.timeout(600)]
 
 SAGA_COUNT = 8  # the notebook's default
 
 
-def run_notebook(output: Path, *parameters: str) -> dict:
-    status = main(["run", "--notebook", "07", "--output-dir", str(output), *parameters])
-    assert status == 0, f"workbook run exited with {status}; see the reports under {output}"
-    (folder,) = [path for path in output.iterdir() if path.is_dir()]
-    (notebook,) = json.loads((folder / "run.json").read_text())["notebooks"]
-    return notebook
-
-
-def figures_of(notebook: dict) -> dict:
-    return {name: figure["value"] for name, figure in notebook["figures"].items()}
-
-
 @pytest.fixture(scope="module")
-def notebook_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    return run_notebook(tmp_path_factory.mktemp("runs"))
+def notebook_run(tmp_path_factory: pytest.TempPathFactory) -> NotebookRun:
+    return run_notebook("07", tmp_path_factory.mktemp("runs")).check_passed()
 
 
-def test_run_passes(notebook_run: dict):
-    assert notebook_run["status"] == "passed"
+def test_run_passes(notebook_run: NotebookRun):
+    assert notebook_run.report["status"] == "passed"
 
 
 @pytest.mark.parametrize(
@@ -48,15 +34,15 @@ def test_run_passes(notebook_run: dict):
         ("late_replies_ignored", SAGA_COUNT),
     ],
 )
-def test_default_run_records(notebook_run: dict, name: str, expected: int):
-    assert figures_of(notebook_run)[name] == expected
+def test_default_run_records(notebook_run: NotebookRun, name: str, expected: int):
+    assert notebook_run.figures[name] == expected
 
 
 def test_other_participant_down(tmp_path: Path):
-    notebook = run_notebook(tmp_path, "-p", "down_participant", "inventory", "-p", "saga_count", "3")
-    figures = figures_of(notebook)
+    run = run_notebook("07", tmp_path, down_participant="inventory", saga_count=3).check_passed()
+    figures = run.figures
 
-    assert notebook["status"] == "passed"
+    assert run.report["status"] == "passed"
     assert figures["stuck_before_fix"] == 3
     assert figures["stuck_after_fix"] == 0
     assert figures["compensations_applied"] == 2 * 3 * 2
@@ -64,8 +50,6 @@ def test_other_participant_down(tmp_path: Path):
 
 
 def test_unknown_participant_fails_run(tmp_path: Path):
-    status = main(
-        ["run", "--notebook", "07", "--output-dir", str(tmp_path), "-p", "down_participant", "billing"]
-    )
+    run = run_notebook("07", tmp_path, down_participant="billing")
 
-    assert status != 0
+    assert run.status != 0

@@ -6,32 +6,18 @@ import json
 from pathlib import Path
 
 import pytest
-
-from workbook.cli.main import main
+from notebook_runs import NotebookRun, run_notebook
 
 pytestmark = [pytest.mark.notebook, pytest.mark.timeout(600)]
 
 
-def run_notebook(output: Path, *parameters: str) -> tuple[int, dict]:
-    status = main(["run", "--notebook", "08", "--output-dir", str(output), *parameters])
-    (folder,) = [path for path in output.iterdir() if path.is_dir()]
-    (notebook,) = json.loads((folder / "run.json").read_text())["notebooks"]
-    return status, notebook
-
-
-def figures_of(notebook: dict) -> dict:
-    return {name: figure["value"] for name, figure in notebook["figures"].items()}
-
-
 @pytest.fixture(scope="module")
-def notebook_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    status, notebook = run_notebook(tmp_path_factory.mktemp("runs"))
-    assert status == 0, f"workbook run exited with {status}: {notebook}"
-    return notebook
+def notebook_run(tmp_path_factory: pytest.TempPathFactory) -> NotebookRun:
+    return run_notebook("08", tmp_path_factory.mktemp("runs")).check_passed()
 
 
-def test_run_passes(notebook_run: dict):
-    assert notebook_run["status"] == "passed"
+def test_run_passes(notebook_run: NotebookRun):
+    assert notebook_run.report["status"] == "passed"
 
 
 # With the defaults, 12 orders: despatch rejects 8, whose compensation goes through for 6 once the flaky
@@ -45,17 +31,14 @@ def test_run_passes(notebook_run: dict):
         ("compensations_applied_twice", 0),
     ],
 )
-def test_run_records_figure(notebook_run: dict, name: str, expected: int):
-    assert figures_of(notebook_run)[name] == expected
+def test_run_records_figure(notebook_run: NotebookRun, name: str, expected: int):
+    assert notebook_run.figures[name] == expected
 
 
 def test_run_without_permanent_failures(tmp_path: Path):
-    status, notebook = run_notebook(
-        tmp_path, "-p", "sagas", "6", "-p", "despatch_failures", "4", "-p", "stuck_releases", "0"
-    )
-    figures = figures_of(notebook)
+    run = run_notebook("08", tmp_path, sagas=6, despatch_failures=4, stuck_releases=0).check_passed()
+    figures = run.figures
 
-    assert status == 0, f"workbook run exited with {status}: {notebook}"
     assert figures["sagas"] == 6
     assert figures["compensated"] == 4
     assert figures["manual_intervention"] == 0
@@ -63,8 +46,8 @@ def test_run_without_permanent_failures(tmp_path: Path):
 
 
 def test_run_rejects_inconsistent_counts(tmp_path: Path):
-    status, notebook = run_notebook(tmp_path, "-p", "stuck_releases", "9")
+    run = run_notebook("08", tmp_path, stuck_releases=9)
 
-    assert status != 0
-    assert notebook["status"] != "passed"
-    assert "stuck_releases <= despatch_failures" in json.dumps(notebook)
+    assert run.status != 0
+    assert run.report["status"] != "passed"
+    assert "stuck_releases <= despatch_failures" in json.dumps(run.report)

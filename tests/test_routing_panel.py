@@ -26,7 +26,8 @@ from workbook.esb.routing import DECISION_COLUMNS
 from workbook.paths import data_dir
 from workbook.widgets import RoutingRulePanel
 
-pytestmark = pytest.mark.timeout(60)
+# The kernel fixture starts a kernel and imports the package: over 60 s when the machine is loaded.
+pytestmark = pytest.mark.timeout(240)
 
 CELL_TIMEOUT_SECONDS = 60
 

@@ -113,13 +113,3 @@ def test_invalid_options_are_rejected(arguments: tuple, message: str) -> None:
 
     with pytest.raises(benchmark.BenchmarkError, match=message):
         benchmark.measure(*arguments, timeout=10.0)
-
-
-def test_readme_without_markers_is_rejected(tmp_path: Path) -> None:
-    benchmark = load_benchmark()
-    page = tmp_path / "README.md"
-    page.write_text("# Results\n", encoding="utf-8")
-
-    with pytest.raises(benchmark.BenchmarkError, match="markers"):
-        benchmark.rewrite_readme(page, "table")
-    assert page.read_text(encoding="utf-8") == "# Results\n"

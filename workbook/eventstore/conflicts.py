@@ -49,7 +49,9 @@ from workbook.eventstore.store import EventStore
 logger = logging.getLogger(__name__)
 
 MAX_WRITERS = 32
-DEFAULT_TIMEOUT = 60.0  # seconds for a whole run, process start-up included
+# Seconds for a whole run, process start-up included: six spawned writers each import the package,
+# which took over 60 s on a loaded two-core machine.
+DEFAULT_TIMEOUT = 180.0
 NO_CHECK_MAX_APPENDS = 100  # a writer without a version check re-appends at most this often
 
 
