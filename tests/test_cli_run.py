@@ -130,6 +130,7 @@ def test_run_passes_and_writes_reports(passing_run: CommandRun) -> None:
         "report.md",
         "report.html",
         "run.json",
+        "metrics.json",
     }
     assert f"run folder: {passing_run.folder}" in passing_run.stdout
 
@@ -203,6 +204,8 @@ def test_failure_records_cell_and_error(mixed_run: CommandRun) -> None:
         "execution_count": 4,
         "ename": "ZeroDivisionError",
         "evalue": "division by zero",
+        "cell_id": "903d7caf",
+        "link": "02_failing.html#cell-id=903d7caf",
     }
 
 
@@ -236,6 +239,7 @@ def test_cell_timeout_fails_notebook(timeout_run: CommandRun) -> None:
     assert timeout_run.exit_status == 1
     assert failure["ename"] == "CellTimeoutError"
     assert failure["cell_index"] == 1
+    assert failure["link"] == "03_slow.html#cell-id=" + failure["cell_id"]
     assert timeout_run.run_json["cell_timeout_s"] == 1
 
 

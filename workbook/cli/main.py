@@ -7,7 +7,7 @@ import logging
 import sys
 
 import workbook
-from workbook.cli import CliError, doctor, emulator, run
+from workbook.cli import CliError, doctor, emulator, history, run
 
 logger = logging.getLogger(__name__)
 
@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     """Build the parser with every subcommand."""
     parser = argparse.ArgumentParser(
         prog="workbook",
-        description="Run the troubleshooting notebooks and check the environment they need.",
+        description="Run the troubleshooting notebooks, report on past runs, check the environment.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {workbook.__version__}")
     parser.add_argument(
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     run.add_parser(subparsers)
+    history.add_parser(subparsers)
     doctor.add_parser(subparsers)
     emulator.add_parser(subparsers)
     return parser

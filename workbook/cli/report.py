@@ -10,6 +10,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from workbook.cli.matrix import point_label
+
 REPORT_MARKDOWN = "report.md"
 REPORT_HTML = "report.html"
 REPORT_JSON = "run.json"
@@ -26,12 +28,24 @@ class NotebookFailure:
 
     `cell_index` is the 0-based position of the failing cell in the source notebook, and None when the
     kernel failed before any cell ran. `execution_count` is the `In [n]` number in the executed notebook.
+    `cell_id` is the failing cell's nbformat id, and `notebook_html` the file name of the executed notebook
+    rendered as HTML in the run folder, where each cell carries the anchor `cell-id=<id>`.
     """
 
     ename: str
     evalue: str
     cell_index: int | None = None
     execution_count: int | None = None
+    cell_id: str | None = None
+    notebook_html: str | None = None
+
+    def link(self) -> str | None:
+        """Return the relative URL of the failing cell in the HTML notebook, or None without that page."""
+        if self.notebook_html is None:
+            return None
+        if self.cell_id is None:
+            return self.notebook_html
+        return f"{self.notebook_html}#cell-id={self.cell_id}"
 
     def location(self) -> str:
         """Describe the failing cell, for example `cell index 3 (In [4])`."""
@@ -44,7 +58,10 @@ class NotebookFailure:
 
 @dataclass(frozen=True)
 class NotebookResult:
-    """Outcome of one notebook: `output` is the executed notebook's file name inside the run folder."""
+    """Outcome of one notebook: `output` is the executed notebook's file name inside the run folder.
+
+    `sweep` contains the parameters a matrix file set for this run, and is empty outside a sweep.
+    """
 
     notebook_id: str
     source: Path
@@ -55,11 +72,22 @@ class NotebookResult:
     default_parameters: dict[str, str] = field(default_factory=dict)
     figures: dict[str, dict[str, Any]] = field(default_factory=dict)
     failure: NotebookFailure | None = None
+    sweep: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """Name the run in reports: the notebook id, followed by the sweep point when there is one."""
+        if not self.sweep:
+            return self.notebook_id
+        return f"{self.notebook_id} [{point_label(self.sweep)}]"
 
 
 @dataclass(frozen=True)
 class RunResult:
-    """Outcome of one `workbook run`: `run_id` is the UTC start time, also the run folder's name."""
+    """Outcome of one `workbook run`: `run_id` is the UTC start time, also the run folder's name.
+
+    `target_settings` describes the target's settings with every key masked (see `describe_target`).
+    """
 
     run_id: str
     folder: Path
@@ -68,6 +96,8 @@ class RunResult:
     finished_at: str
     cell_timeout_s: int
     notebooks: list[NotebookResult]
+    target_settings: dict[str, Any] = field(default_factory=dict)
+    workers: int = 1
 
     @property
     def passed(self) -> bool:
@@ -102,6 +132,8 @@ def run_to_json(run: RunResult) -> dict[str, Any]:
         "started_at": run.started_at,
         "finished_at": run.finished_at,
         "cell_timeout_s": run.cell_timeout_s,
+        "workers": run.workers,
+        "target_settings": run.target_settings,
         "notebooks": [_notebook_to_json(result) for result in run.notebooks],
     }
 
@@ -113,6 +145,7 @@ def render_markdown(run: RunResult) -> str:
         "",
         f"- Result: {_run_status(run)} ({_counts_text(run)})",
         f"- Target: {_md_text(run.target)}",
+        *[f"  - {_md_text(name)}: {_md_text(str(value))}" for name, value in _target_details(run)],
         f"- Started: {run.started_at}, finished: {run.finished_at}",
         f"- Cell timeout: {run.cell_timeout_s} s",
         "",
@@ -122,7 +155,7 @@ def render_markdown(run: RunResult) -> str:
     for result in run.notebooks:
         failure = _failure_text(result.failure) if result.failure else ""
         cells = [
-            _md_cell(result.notebook_id),
+            _md_cell(result.label),
             str(result.status),
             f"{result.duration_s:.2f}",
             _md_cell(failure),
@@ -141,7 +174,7 @@ def render_html(run: RunResult) -> str:
         failure = _failure_text(result.failure) if result.failure else ""
         rows.append(
             _html_row(
-                [result.notebook_id, str(result.status), f"{result.duration_s:.2f}", failure],
+                [result.label, str(result.status), f"{result.duration_s:.2f}", failure],
                 row_class=str(result.status),
             )
         )
@@ -153,6 +186,7 @@ def render_html(run: RunResult) -> str:
         status=_escape(_run_status(run)),
         counts=_escape(_counts_text(run)),
         target=_escape(run.target),
+        target_details=_html_target_details(run),
         started_at=_escape(run.started_at),
         finished_at=_escape(run.finished_at),
         cell_timeout_s=run.cell_timeout_s,
@@ -169,6 +203,8 @@ def _notebook_to_json(result: NotebookResult) -> dict[str, Any]:
             "execution_count": result.failure.execution_count,
             "ename": result.failure.ename,
             "evalue": result.failure.evalue,
+            "cell_id": result.failure.cell_id,
+            "link": result.failure.link(),
         }
     return {
         "id": result.notebook_id,
@@ -180,6 +216,7 @@ def _notebook_to_json(result: NotebookResult) -> dict[str, Any]:
         "default_parameters": result.default_parameters,
         "figures": result.figures,
         "failure": failure,
+        "sweep": result.sweep,
     }
 
 
@@ -189,6 +226,10 @@ def _run_status(run: RunResult) -> str:
 
 def _counts_text(run: RunResult) -> str:
     return f"{run.count(NotebookStatus.PASSED)} passed, {run.count(NotebookStatus.FAILED)} failed"
+
+
+def _target_details(run: RunResult) -> list[tuple[str, Any]]:
+    return [(name, value) for name, value in run.target_settings.items() if name != "target"]
 
 
 def _failure_text(failure: NotebookFailure) -> str:
@@ -220,7 +261,7 @@ def _figure_rows(result: NotebookResult) -> list[list[str]]:
 
 def _markdown_section(result: NotebookResult) -> list[str]:
     lines = [
-        f"## {_md_text(result.notebook_id)}: {result.status}",
+        f"## {_md_text(result.label)}: {result.status}",
         "",
         f"- Source: `{_md_text(str(result.source))}`",
         f"- Executed notebook: `{_md_text(result.output)}`",
@@ -230,6 +271,8 @@ def _markdown_section(result: NotebookResult) -> list[str]:
     if result.failure is not None:
         lines += ["", f"Failed at {result.failure.location()} with {_md_text(result.failure.ename)}:", ""]
         lines += _md_code_block(result.failure.evalue)
+        if result.failure.link() is not None:
+            lines += ["", f"Failing cell: [{result.failure.location()}](<{_md_text(result.failure.link())}>)"]
 
     lines += ["", "Parameters:", ""]
     lines += _md_table(["Name", "Value", "Default"], _parameter_rows(result), "no parameters cell")
@@ -286,11 +329,16 @@ def _html_table(header: list[str], rows: list[list[str]], empty_text: str) -> st
     return f"<table>\n<thead>{_html_row(header, tag='th')}</thead>\n<tbody>\n{body}\n</tbody>\n</table>"
 
 
+def _html_target_details(run: RunResult) -> str:
+    details = _target_details(run)
+    return "".join(f"<li>{_escape(name)}: <code>{_escape(str(value))}</code></li>" for name, value in details)
+
+
 def _html_section(result: NotebookResult) -> str:
     output = _escape(result.output)
     parts = [
         f'<section class="{_escape(str(result.status))}">',
-        f"<h2>{_escape(result.notebook_id)}: {_escape(str(result.status))}</h2>",
+        f"<h2>{_escape(result.label)}: {_escape(str(result.status))}</h2>",
         "<ul>",
         f"<li>Source: <code>{_escape(str(result.source))}</code></li>",
         f'<li>Executed notebook: <a href="{output}"><code>{output}</code></a></li>',
@@ -299,8 +347,7 @@ def _html_section(result: NotebookResult) -> str:
     ]
 
     if result.failure is not None:
-        location = f"Failed at {result.failure.location()} with {result.failure.ename}:"
-        parts += [f"<p>{_escape(location)}</p>", f"<pre>{_escape(result.failure.evalue)}</pre>"]
+        parts += [failure_html(result.failure)]
 
     parts += ["<h3>Parameters</h3>"]
     parts += [_html_table(["Name", "Value", "Default"], _parameter_rows(result), "no parameters cell")]
@@ -308,6 +355,18 @@ def _html_section(result: NotebookResult) -> str:
     parts += [_html_table(["Name", "Value", "Unit", "Note"], _figure_rows(result), "no figures recorded")]
     parts += ["</section>"]
     return "\n".join(parts)
+
+
+def failure_html(failure: NotebookFailure, folder_url: str = "") -> str:
+    """Render where a notebook failed, linked to the failing cell when its HTML page exists, and the error.
+
+    `folder_url` is prepended to the link, for a page that is not in the run folder itself.
+    """
+    location = _escape(failure.location())
+    link = failure.link()
+    if link is not None:
+        location = f'<a class="failing-cell" href="{_escape(folder_url + link)}">{location}</a>'
+    return f"<p>Failed at {location} with {_escape(failure.ename)}:</p>\n<pre>{_escape(failure.evalue)}</pre>"
 
 
 _HTML_PAGE = """<!DOCTYPE html>
@@ -329,7 +388,7 @@ pre {{ background: #f6f8fa; padding: 0.6em; white-space: pre-wrap; }}
 <h1>{title}</h1>
 <ul>
 <li>Result: {status} ({counts})</li>
-<li>Target: {target}</li>
+<li>Target: {target}<ul>{target_details}</ul></li>
 <li>Started: {started_at}, finished: {finished_at}</li>
 <li>Cell timeout: {cell_timeout_s} s</li>
 </ul>

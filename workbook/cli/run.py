@@ -9,7 +9,8 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,10 @@ from papermill.exceptions import PapermillExecutionError
 from tqdm import tqdm
 
 from workbook.cli import CliError
+from workbook.cli.matrix import MATRIX_FILE_HELP, SweepPoint, expand_matrix, load_matrix
+from workbook.cli.metrics import metrics_from_run, write_metrics
 from workbook.cli.report import NotebookFailure, NotebookResult, NotebookStatus, RunResult, write_reports
+from workbook.cli.targets import describe_target
 from workbook.config import TARGET_VARIABLE, Target
 from workbook.figures import FigureError, read_figures
 
@@ -52,6 +56,10 @@ Per-notebook values override shared ones, and -p overrides both. Every name must
 the notebook's cell tagged `parameters`, so `notebooks` cannot be used as a parameter name there.
 """
 
+# Separates a notebook's name from its sweep point in an output file name, for example
+# 03_dead_letter_overflow__poison_rate=0.1.ipynb.
+SWEEP_SEPARATOR = "__"
+
 # Cells that papermill adds to the executed notebook, so they have no position in the source notebook.
 _PAPERMILL_CELL_TAGS = {"injected-parameters", "papermill-error-cell-tag"}
 _SCALAR_TYPES = (str, bool, int, float, type(None))
@@ -79,6 +87,7 @@ class NotebookPlan:
     notebook_id: str
     parameters: dict[str, Any]
     default_parameters: dict[str, str]
+    sweep: dict[str, Any] = field(default_factory=dict)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -88,10 +97,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="execute notebooks with papermill and write a run report",
         description=(
             "Execute notebooks with papermill and write the executed notebooks, report.md, report.html\n"
-            "and run.json into a new folder <output dir>/<UTC start time>/. Exits 0 when every notebook\n"
-            "passes, 1 when any fails and 2 on invalid input."
+            "run.json and metrics.json into a new folder <output dir>/<UTC start time>/. Exits 0 when\n"
+            "every notebook passes, 1 when any fails and 2 on invalid input."
         ),
-        epilog=PARAMETER_FILE_HELP,
+        epilog=PARAMETER_FILE_HELP + "\n" + MATRIX_FILE_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
     )
@@ -119,6 +128,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="YAML file of parameters for every notebook or per notebook id (format below)",
     )
     parser.add_argument(
+        "--matrix",
+        dest="matrix_file",
+        type=Path,
+        metavar="FILE",
+        help="YAML file of parameter lists per notebook id: run every combination (format below). "
+        "With it, --notebook adds notebooks that run once",
+    )
+    parser.add_argument(
+        "--workers",
+        type=_positive_int_of("workers"),
+        default=1,
+        metavar="N",
+        help="number of notebooks executed at the same time, each in its own kernel process (default: 1)",
+    )
+    parser.add_argument(
         "--output-dir",
         type=Path,
         default=DEFAULT_OUTPUT_DIR,
@@ -134,7 +158,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--cell-timeout",
-        type=_positive_int,
+        type=_positive_int_of("seconds"),
         default=DEFAULT_CELL_TIMEOUT_S,
         metavar="SECONDS",
         help=f"maximum run time of one cell in seconds (default: {DEFAULT_CELL_TIMEOUT_S})",
@@ -144,16 +168,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run_command(args: argparse.Namespace) -> int:
     """Run the notebooks selected on the command line and print the run folder."""
-    notebooks = select_notebooks(args.notebooks or [], args.notebooks_dir)
     overrides = {name: parse_parameter_value(value) for name, value in args.parameters}
     file_parameters = load_parameter_file(args.parameter_file) if args.parameter_file else ({}, {})
-    plans = plan_notebooks(notebooks, args.notebooks_dir, overrides, *file_parameters)
+    plans = []
+    if args.matrix_file is not None:
+        points = expand_matrix(load_matrix(args.matrix_file))
+        plans += plan_sweep(points, args.notebooks_dir, overrides, *file_parameters)
+    if args.matrix_file is None or args.notebooks:
+        notebooks = select_notebooks(args.notebooks or [], args.notebooks_dir)
+        plans += plan_notebooks(notebooks, args.notebooks_dir, overrides, *file_parameters)
 
-    run = run_notebooks(plans, args.output_dir, cell_timeout_s=args.cell_timeout)
+    run = run_notebooks(plans, args.output_dir, cell_timeout_s=args.cell_timeout, workers=args.workers)
 
     for result in run.notebooks:
         failure = f" at {result.failure.location()}: {result.failure.ename}" if result.failure else ""
-        print(f"{result.status}: {result.notebook_id} ({result.duration_s:.1f} s){failure}")
+        print(f"{result.status}: {result.label} ({result.duration_s:.1f} s){failure}")
     print(f"run folder: {run.folder}")
     return 0 if run.passed else 1
 
@@ -277,33 +306,103 @@ def plan_notebooks(
     return plans
 
 
-def run_notebooks(plans: list[NotebookPlan], output_dir: Path, *, cell_timeout_s: int) -> RunResult:
-    """Execute the notebooks one after the other into a new run folder and write the reports there.
+def plan_sweep(
+    points: list[SweepPoint],
+    notebooks_dir: Path,
+    overrides: dict[str, Any],
+    shared: dict[str, Any] | None = None,
+    per_notebook: dict[str, dict[str, Any]] | None = None,
+) -> list[NotebookPlan]:
+    """Plan one run per sweep point, whose values override those of the parameter file.
 
-    A failing notebook is recorded and the next one still runs.
+    Raises ParameterError naming every swept parameter that a notebook lacks or that `-p` also sets,
+    before anything runs.
+    """
+    available = discover_notebooks(notebooks_dir)
+    paths = [resolve_notebook(point.notebook, available) for point in points]
+    unique_paths = list(dict.fromkeys(paths))
+    base_plans = plan_notebooks(unique_paths, notebooks_dir, overrides, shared, per_notebook)
+    base_by_path = {plan.source: plan for plan in base_plans}
+
+    plans = []
+    problems: set[str] = set()
+    for point, path in zip(points, paths, strict=True):
+        base = base_by_path[path]
+        problems.update(_sweep_problems(point, base, overrides))
+        parameters = {**base.parameters, **point.parameters}
+        plans.append(replace(base, parameters=parameters, sweep=dict(point.parameters)))
+
+    if problems:
+        raise ParameterError("invalid sweep, nothing was run:\n  " + "\n  ".join(sorted(problems)))
+    return plans
+
+
+def _sweep_problems(point: SweepPoint, base: NotebookPlan, overrides: dict[str, Any]) -> list[str]:
+    problems = []
+    name = base.source.name
+    unknown = [parameter for parameter in point.parameters if parameter not in base.default_parameters]
+    if unknown:
+        known = ", ".join(base.default_parameters) or "none (no cell tagged 'parameters')"
+        problems.append(f"{name}: unknown swept parameter {', '.join(unknown)} (its parameters: {known})")
+
+    conflicting = [parameter for parameter in point.parameters if parameter in overrides]
+    if conflicting:
+        problems.append(
+            f"{name}: {', '.join(conflicting)} is swept by the matrix and also set with -p: remove one"
+        )
+    return problems
+
+
+def run_notebooks(
+    plans: list[NotebookPlan], output_dir: Path, *, cell_timeout_s: int, workers: int = 1
+) -> RunResult:
+    """Execute the notebooks into a new run folder, up to `workers` at a time, and write the reports there.
+
+    Each notebook runs in its own kernel process, so parallel runs share no state but the machine. A
+    failing notebook is recorded and the others still run. Results keep the order of `plans`.
     """
     started = datetime.now(UTC)
     folder = _create_run_folder(output_dir, started)
-    output_names = _output_names(plans)
+    outputs = [folder / name for name in _output_names(plans)]
+    target_settings = describe_target(REPOSITORY_ROOT)
 
-    results = []
     with _kernel_environment():
-        progress = tqdm(plans, desc="notebooks", unit="notebook", file=sys.stderr)
-        for plan in progress:
-            progress.set_postfix_str(plan.notebook_id)
-            results.append(_execute(plan, folder / output_names[plan.source], cell_timeout_s))
+        results = _execute_all(plans, outputs, cell_timeout_s, workers)
 
     run = RunResult(
         run_id=folder.name,
         folder=folder,
-        target=os.environ.get(TARGET_VARIABLE, Target.LOCAL.value),
+        target=target_settings.get("target", os.environ.get(TARGET_VARIABLE, Target.LOCAL.value)),
         started_at=started.isoformat(timespec="seconds"),
         finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
         cell_timeout_s=cell_timeout_s,
         notebooks=results,
+        target_settings=target_settings,
+        workers=workers,
     )
     write_reports(run)
+    write_metrics(metrics_from_run(run), folder)
     return run
+
+
+def _execute_all(
+    plans: list[NotebookPlan], outputs: list[Path], cell_timeout_s: int, workers: int
+) -> list[NotebookResult]:
+    progress = tqdm(total=len(plans), desc="notebooks", unit="notebook", file=sys.stderr)
+    results: list[NotebookResult | None] = [None] * len(plans)
+
+    # Threads suffice: each papermill call waits on its own kernel process, which does the work.
+    with progress, ThreadPoolExecutor(max_workers=workers, thread_name_prefix="notebook") as executor:
+        futures = {
+            executor.submit(_execute, plan, output, cell_timeout_s): index
+            for index, (plan, output) in enumerate(zip(plans, outputs, strict=True))
+        }
+        for future in as_completed(futures):
+            result = future.result()
+            results[futures[future]] = result
+            progress.set_postfix_str(result.label)
+            progress.update()
+    return [result for result in results if result is not None]
 
 
 def _execute(plan: NotebookPlan, output: Path, cell_timeout_s: int) -> NotebookResult:
@@ -322,21 +421,25 @@ def _execute(plan: NotebookPlan, output: Path, cell_timeout_s: int) -> NotebookR
             cwd=str(REPOSITORY_ROOT),
         )
     except PapermillExecutionError as error:
-        cell_index, _ = _locate_failed_cell(output)
-        failure = NotebookFailure(error.ename, error.evalue, cell_index, error.exec_count)
+        cell = _locate_failed_cell(output)
+        failure = NotebookFailure(error.ename, error.evalue, cell.index, error.exec_count, cell.cell_id)
     except (CellTimeoutError, DeadKernelError, NoSuchKernel, RuntimeError, TimeoutError) as error:
         # A cell timed out, or the kernel died or did not start. The saved output shows how far it got.
-        failure = NotebookFailure(type(error).__name__, str(error), *_locate_failed_cell(output))
+        cell = _locate_failed_cell(output)
+        failure = NotebookFailure(
+            type(error).__name__, str(error), cell.index, cell.execution_count, cell.cell_id
+        )
     duration_s = time.monotonic() - started
 
     if failure is not None:
         logger.warning(
             "notebook %s failed at %s: %s: %s",
-            plan.source.name,
+            output.name,
             failure.location(),
             failure.ename,
             failure.evalue,
         )
+        failure = replace(failure, notebook_html=export_html(output))
     return NotebookResult(
         notebook_id=plan.notebook_id,
         source=plan.source,
@@ -347,30 +450,57 @@ def _execute(plan: NotebookPlan, output: Path, cell_timeout_s: int) -> NotebookR
         default_parameters=plan.default_parameters,
         figures=_read_figures_of(output),
         failure=failure,
+        sweep=plan.sweep,
     )
 
 
-def _locate_failed_cell(output: Path) -> tuple[int | None, int | None]:
-    """Return the source-notebook position and execution count of the cell that started last.
+@dataclass(frozen=True)
+class _CellLocation:
+    index: int | None = None
+    execution_count: int | None = None
+    cell_id: str | None = None
 
-    Execution stops at the failing cell, so that cell started last. Returns (None, None) when no cell
+
+def _locate_failed_cell(output: Path) -> _CellLocation:
+    """Return the source-notebook position, execution count and id of the cell that started last.
+
+    Execution stops at the failing cell, so that cell started last. Every field is None when no cell
     started or the executed notebook cannot be read.
     """
     try:
         executed = nbformat.read(output, as_version=4)
     except (OSError, ValueError) as error:
         logger.warning("executed notebook %s cannot be read to locate the failed cell: %s", output, error)
-        return None, None
+        return _CellLocation()
 
     source_index = 0
-    located: tuple[int | None, int | None] = (None, None)
+    located = _CellLocation()
     for cell in executed.cells:
         if _PAPERMILL_CELL_TAGS & set(cell.metadata.get("tags", [])):
             continue
         if cell.metadata.get("papermill", {}).get("start_time"):
-            located = (source_index, cell.get("execution_count"))
+            located = _CellLocation(source_index, cell.get("execution_count"), cell.get("id"))
         source_index += 1
     return located
+
+
+def export_html(notebook: Path) -> str | None:
+    """Render an executed notebook as HTML beside it, where each cell has the anchor `cell-id=<id>`.
+
+    Returns the HTML file's name, or None when the notebook cannot be read or rendered (logged).
+    """
+    # Imported here because nbconvert takes about a second to import and only failures need it.
+    from jinja2 import TemplateError
+    from nbconvert import HTMLExporter
+
+    target = notebook.with_suffix(".html")
+    try:
+        body, _ = HTMLExporter(template_name="lab").from_filename(str(notebook))
+        target.write_text(body, encoding="utf-8")
+    except (OSError, ValueError, LookupError, TemplateError) as error:
+        logger.warning("executed notebook %s cannot be rendered as HTML: %s", notebook, error)
+        return None
+    return target.name
 
 
 def _read_figures_of(output: Path) -> dict[str, dict[str, Any]]:
@@ -398,16 +528,19 @@ def _create_run_folder(output_dir: Path, started: datetime) -> Path:
     raise CliError(f"too many run folders named {run_id}* in {str(output_dir)!r}: remove old runs")
 
 
-def _output_names(plans: list[NotebookPlan]) -> dict[Path, str]:
-    """Name each executed notebook after its source, adding a number when two sources share a name."""
-    names: dict[Path, str] = {}
+def _output_names(plans: list[NotebookPlan]) -> list[str]:
+    """Name each executed notebook after its source and sweep point, adding a number for a repeated name."""
+    names: list[str] = []
     for plan in plans:
-        name = plan.source.name
+        stem = plan.source.stem
+        if plan.sweep:
+            stem += SWEEP_SEPARATOR + SweepPoint(plan.notebook_id, plan.sweep).label()
+        name = f"{stem}.ipynb"
         number = 2
-        while name in names.values():
-            name = f"{plan.source.stem}-{number}.ipynb"
+        while name in names:
+            name = f"{stem}-{number}.ipynb"
             number += 1
-        names[plan.source] = name
+        names.append(name)
     return names
 
 
@@ -464,11 +597,16 @@ def _kernel_environment() -> Iterator[None]:
             os.environ["PYTHONHASHSEED"] = previous
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of seconds")
-    return value
+def _positive_int_of(unit: str) -> Any:
+    """Return an argparse type that reads a positive whole number of `unit`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of {unit}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of {unit}")
+        return value
+
+    return parse
