@@ -34,6 +34,7 @@ PARKED_REASON = "x-parked-reason"
 # Outcomes of one send, and the reasons a message was parked.
 SENT, PARKED, FAILED = "sent", "parked", "failed"
 CIRCUIT_OPEN, SEND_FAILED = "circuit open", "send failed"
+DESTINATION_DISABLED = "destination disabled"
 UNADDRESSED_REASON = "ParkedWithoutDestination"
 OUTCOME_COLUMNS = ("message_id", "destination", "outcome", "breaker", "reason")
 # Seconds a receive of parked messages waits for one more message, because every SDK call needs a bound.
@@ -141,6 +142,8 @@ class Dispatcher:
     A send that fails is parked with reason "send failed". While a destination's breaker is open, its
     messages are parked unsent with reason "circuit open". Parked messages go to `parked_queue` with
     the application properties x-parked-destination and x-parked-reason, and `replay_parked` sends them on.
+    A destination in `disabled_destinations` gets no send: its messages are parked with reason
+    "destination disabled", also by `replay_parked`, until it is removed from that set.
     """
 
     def __init__(
@@ -157,6 +160,8 @@ class Dispatcher:
         self.parked_queue = parked_queue
         self.receive_wait = receive_wait
         self.send_timeout = send_timeout
+        # Destinations an operator switched off: their messages are parked unsent until removed from here.
+        self.disabled_destinations: set[str] = set()
         self._senders: dict[str, ServiceBusSender] = {}
 
     @classmethod
@@ -261,6 +266,10 @@ class Dispatcher:
         return received
 
     def _send_or_park(self, message: ServiceBusMessage, destination: str, rows: list[tuple]) -> tuple:
+        if destination in self.disabled_destinations:
+            self._park(message, destination, DESTINATION_DISABLED, rows)
+            state = self.breakers.state(destination)
+            return (message.message_id, destination, PARKED, state, DESTINATION_DISABLED)
         try:
             self.breakers.call(destination, self._send, destination, message)
         except pybreaker.CircuitBreakerError:

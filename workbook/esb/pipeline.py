@@ -59,10 +59,14 @@ from workbook.esb.transform import (
 from workbook.esb.transform.body import XML, body_format
 from workbook.esb.ubl import CanonicalMessage, read_document
 from workbook.esb.variants import DocumentVariant
+from workbook.observability.debug import trace_message
+from workbook.observability.propagation import continue_trace, inject_message_context
+from workbook.observability.tracing import get_tracer
 
 logger = logging.getLogger(__name__)
 
 INBOUND_QUEUE = "inbound-documents"
+TRACE_HOP = "pipeline"  # the hop name of its spans, as workbook.observability.set_propagation takes it
 # Application property with the document's name, such as its file name; the message id names it otherwise.
 DOCUMENT_PROPERTY = "Document"
 DELIVERED = "delivered"
@@ -260,9 +264,14 @@ class InboundPipeline:
         source = message.message_id or f"sequence {message.sequence_number}"
         document = str(application_properties(message).get(DOCUMENT_PROPERTY) or source)
         row = {"message_id": message.message_id, "document": document, "destinations": ""}
+        trace_message("received", message, queue=self.queue, delivery_count=message.delivery_count)
 
         try:
-            return {**row, **self._handle(receiver, message, source)}
+            correlation_id = str(message.correlation_id or message.message_id or source)
+            with continue_trace(
+                "esb.handle", message.application_properties, hop=TRACE_HOP, correlation_id=correlation_id
+            ):
+                return {**row, **self._handle(receiver, message, source)}
         except MessageLockLostError as error:
             logger.warning(
                 "the lock of message %s (sequence %d) of %s expired before it was settled; Service Bus "
@@ -283,20 +292,27 @@ class InboundPipeline:
         self, receiver: ServiceBusReceiver, message: ServiceBusReceivedMessage, source: str
     ) -> dict[str, Any]:
         try:
-            checked = check_document(_body(message, source), message.content_type, source)
+            with get_tracer().start_as_current_span("esb.transform"):
+                checked = check_document(_body(message, source), message.content_type, source)
         except DocumentRejectedError as rejection:
             dead_letter(receiver, message, rejection.reason, rejection.description)
+            trace_message("dead-lettered", message, reason=rejection.reason)
             return {
                 "outcome": DEAD_LETTERED,
                 "reason": rejection.reason,
                 "description": rejection.description,
             }
 
+        trace_message("transformed", checked.transformed, message_id=message.message_id)
         routable = RoutableMessage.from_canonical(checked.summary, message_id=source)
-        decision = self.router.route(routable)
+        with get_tracer().start_as_current_span("esb.route") as span:
+            decision = self.router.route(routable)
+            span.set_attribute("esb.destinations", list(decision.destinations))
+        trace_message("routed", routable, destinations=", ".join(decision.destinations) or "none")
         if not decision.routed:
             description = unrouted_description(decision)
             dead_letter(receiver, message, NO_ROUTE_MATCHED, description)
+            trace_message("dead-lettered", message, reason=NO_ROUTE_MATCHED)
             return {"outcome": DEAD_LETTERED, "reason": NO_ROUTE_MATCHED, "description": description}
 
         return self._deliver(receiver, message, checked, routable, decision)
@@ -312,8 +328,9 @@ class InboundPipeline:
         destinations = ", ".join(decision.destinations)
         try:
             for destination in decision.destinations:
-                outgoing = outgoing_message(checked, routable, message)
+                outgoing = inject_message_context(outgoing_message(checked, routable, message))
                 self._sender(destination).send_messages(outgoing, timeout=SEND_TIMEOUT_SECONDS)
+                trace_message("sent", outgoing, destination=destination)
         except ServiceBusError as error:
             # The copies already sent keep the message id, so destinations with duplicate detection drop
             # them when the message comes back. NOTE: without it, a destination can receive a copy twice.
@@ -327,6 +344,7 @@ class InboundPipeline:
             return {"outcome": ABANDONED, "reason": None, "description": f"{type(error).__name__}: {error}"}
 
         receiver.complete_message(message)
+        trace_message("completed", message)
         return {"outcome": DELIVERED, "reason": None, "description": None, "destinations": destinations}
 
     def _open_receiver(self) -> ServiceBusReceiver:

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from workbook.observability.http import http_client_span, record_response
+
 logger = logging.getLogger(__name__)
 
 HEALTH_TIMEOUT_SECONDS = 0.5
@@ -48,16 +50,21 @@ class HealthChecker:
         url = self.endpoints.get(participant)
         if url is None:
             return HealthResult(participant, True, "no health endpoint registered: treated as healthy")
-        try:
-            with urllib.request.urlopen(url, timeout=self.timeout) as response:  # noqa: S310 (http on 127.0.0.1)
-                status = json.loads(response.read() or b"{}").get("status", "")
-                return HealthResult(participant, True, f"HTTP {response.status} {status}".strip())
-        except urllib.error.HTTPError as error:
-            return HealthResult(participant, False, f"HTTP {error.code} {error.reason}")
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
-            reason = getattr(error, "reason", error)
-            logger.info("health check of %s failed: %s", participant, reason)
-            return HealthResult(participant, False, f"unreachable: {reason}")
+        with http_client_span("GET", url) as (span, headers):
+            try:
+                request = urllib.request.Request(url, headers=headers)
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 (http on 127.0.0.1)
+                    record_response(span, response.status)
+                    status = json.loads(response.read() or b"{}").get("status", "")
+                    return HealthResult(participant, True, f"HTTP {response.status} {status}".strip())
+            except urllib.error.HTTPError as error:
+                record_response(span, error.code)
+                return HealthResult(participant, False, f"HTTP {error.code} {error.reason}")
+            except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
+                reason = getattr(error, "reason", error)
+                record_response(span, None, type(error).__name__)
+                logger.info("health check of %s failed: %s", participant, reason)
+                return HealthResult(participant, False, f"unreachable: {reason}")
 
     def table(self, participants: list[str] | None = None) -> pd.DataFrame:
         """Check every registered participant (or the ones named) and return HEALTH_COLUMNS."""

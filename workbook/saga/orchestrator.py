@@ -23,6 +23,9 @@ from azure.servicebus import ServiceBusClient, ServiceBusReceivedMessage, Servic
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from workbook.clock import get_clock, virtual_to_wall
+from workbook.observability.debug import trace_message, trace_transitions
+from workbook.observability.propagation import continue_trace, inject_message_context
+from workbook.observability.tracing import get_tracer
 from workbook.saga.definition import FINAL_STATUSES, SagaDefinition
 from workbook.saga.errors import (
     SagaConcurrencyError,
@@ -49,6 +52,7 @@ SAGA_COLUMNS = ("saga_id", "saga_type", "status", "current_step", "attempt", "co
 TRANSITION_COLUMNS = ("saga_id", "previous", "status", "step", "at", "reason")
 UNREADABLE = "UnreadableSagaMessage"
 UNKNOWN_SAGA = "UnknownSaga"
+TRACE_HOP = "orchestrator"  # the hop name of its spans, as workbook.observability.set_propagation takes it
 
 
 class Orchestrator:
@@ -100,10 +104,14 @@ class Orchestrator:
     def start(self, saga_id: str, context: dict[str, Any], *, saga_type: str | None = None) -> SagaRecord:
         """Start a saga: store it RUNNING with its first command, then send the command and its deadline."""
         machine = self._machine(saga_type)
-        decision = machine.start(saga_id, context, get_clock().now())
-        record = self.store.create(decision.record, transitions=decision.transitions, outbox=decision.outbox)
-        logger.info("saga %s started (%s) at step %s", saga_id, record.saga_type, record.current_step)
-        self.send_outbox()
+        with get_tracer().start_as_current_span("saga.start", attributes={"saga.id": saga_id}):
+            decision = machine.start(saga_id, context, get_clock().now())
+            record = self.store.create(
+                decision.record, transitions=decision.transitions, outbox=decision.outbox
+            )
+            logger.info("saga %s started (%s) at step %s", saga_id, record.saga_type, record.current_step)
+            trace_transitions(decision.transitions)
+            self.send_outbox()
         return record
 
     # -- the processing pass ----------------------------------------------------------------------
@@ -226,6 +234,20 @@ class Orchestrator:
             dead_letter(receiver, message, UNREADABLE, error)
             return
 
+        # The outbox is sent inside the span, so the next command continues the trace of this message.
+        with continue_trace(
+            f"saga.{signal.kind} {signal.step}",
+            message.application_properties,
+            hop=TRACE_HOP,
+            correlation_id=signal.saga_id,
+            attributes=signal_attributes(signal),
+        ):
+            self._handle_signal(receiver, message, signal)
+
+    def _handle_signal(
+        self, receiver: ServiceBusReceiver, message: ServiceBusReceivedMessage, signal: SagaSignal
+    ) -> None:
+        trace_message(f"saga {signal.kind}", message, correlation_id=signal.saga_id, step=signal.step)
         try:
             self._apply(signal)
         except SagaNotFoundError as error:
@@ -285,6 +307,7 @@ class Orchestrator:
             logger.info(
                 "saga %s: %s -> %s (%s)", saga_id, transition.previous, transition.status, transition.reason
             )
+        trace_transitions(decision.transitions)
         return saved
 
     def _log_ignored(self, record: SagaRecord, signal: SagaSignal | None, reason: str) -> None:
@@ -350,7 +373,7 @@ class Orchestrator:
 
     def _send(self, message: OutgoingMessage) -> None:
         sender = self.links.sender(message.queue)
-        sdk_message = to_sdk_message(message)
+        sdk_message = inject_message_context(to_sdk_message(message))
         if message.scheduled_at is None:
             sender.send_messages(sdk_message, timeout=SEND_TIMEOUT_SECONDS)
             return
@@ -364,6 +387,16 @@ class Orchestrator:
         if saga_type not in self.machines:
             raise SagaDefinitionError("saga type", saga_type, f"one of {sorted(self.machines)}")
         return self.machines[saga_type]
+
+
+def signal_attributes(signal: SagaSignal) -> dict[str, str | int]:
+    """Return the span attributes of a saga message: saga id, step, phase and attempt."""
+    return {
+        "saga.id": signal.saga_id,
+        "saga.step": signal.step,
+        "saga.phase": str(signal.phase),
+        "saga.attempt": signal.attempt,
+    }
 
 
 def _jsonable(values: dict[str, Any]) -> dict[str, Any]:

@@ -20,6 +20,8 @@ from azure.servicebus import ServiceBusClient, ServiceBusReceivedMessage, Servic
 from azure.servicebus.exceptions import ServiceBusError
 
 from workbook.clock import get_clock
+from workbook.observability.http import http_server_span, record_response
+from workbook.observability.propagation import continue_trace, inject_message_context
 from workbook.saga.errors import SagaDefinitionError, SagaMessageError
 from workbook.saga.ledger import EffectLedger
 from workbook.saga.links import dead_letter, has_due_message, open_receiver, settle
@@ -33,6 +35,7 @@ THREAD_JOIN_SECONDS = 10.0
 MAX_BATCH = 20
 UNREADABLE_COMMAND = "UnreadableCommand"
 ORDER_PARTICIPANTS = ("order", "inventory", "payment", "shipping")
+TRACE_HOP = "participants"  # the hop name of their spans, as workbook.observability.set_propagation takes it
 
 
 class FailureMode(StrEnum):
@@ -215,6 +218,19 @@ class Participant:
             dead_letter(receiver, message, UNREADABLE_COMMAND, error)
             return
 
+        attributes = {"saga.id": command.saga_id, "saga.step": command.step, "saga.participant": self.name}
+        with continue_trace(
+            f"saga.{command.phase} {command.step}",
+            message.application_properties,
+            hop=TRACE_HOP,
+            correlation_id=command.saga_id,
+            attributes=attributes,
+        ):
+            self._handle_command(receiver, message, command)
+
+    def _handle_command(
+        self, receiver: ServiceBusReceiver, message: ServiceBusReceivedMessage, command: SagaSignal
+    ) -> None:
         outcome, reply = self._act(command)
         self.ledger.record_delivery(
             self.name,
@@ -226,10 +242,8 @@ class Participant:
             str(outcome),
         )
         if reply is not None:
-            self._open_sender().send_messages(
-                reply_message(command, reply[0], reply[1], self.name, get_clock().now()),
-                timeout=SEND_TIMEOUT_SECONDS,
-            )
+            reply_to = reply_message(command, reply[0], reply[1], self.name, get_clock().now())
+            self._open_sender().send_messages(inject_message_context(reply_to), timeout=SEND_TIMEOUT_SECONDS)
         settle(receiver.complete_message, message)
 
     def _act(self, command: SagaSignal) -> tuple[Outcome, tuple[ReplyOutcome, str] | None]:
@@ -310,9 +324,14 @@ class Participant:
 def _health_handler(participant: Participant) -> type[BaseHTTPRequestHandler]:
     class HealthHandler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (the name http.server calls)
+            with http_server_span("GET", self.path, self.headers) as span:
+                status = self._respond()
+                record_response(span, status)
+
+        def _respond(self) -> int:
             if self.path != "/health":
                 self.send_error(404, "only /health is served")
-                return
+                return 404
             up = participant.is_up
             body = json.dumps({"participant": participant.name, "status": "up" if up else "down"}).encode()
             self.send_response(200 if up else 503, "OK" if up else "Service Unavailable")
@@ -320,6 +339,7 @@ def _health_handler(participant: Participant) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
+            return 200 if up else 503
 
         def log_message(self, format: str, *args: object) -> None:
             logger.debug("health %s: " + format, participant.name, *args)
