@@ -102,6 +102,21 @@ def test_click_failure_shows_in_status(tmp_path: Path) -> None:
     assert panel.table is None
 
 
+def test_click_backend_error_shows_in_status(panel: ConflictPanel, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("the event store broke")
+
+    monkeypatch.setattr("workbook.widgets.conflicts.sweep", broken)
+    disabled: list[bool] = []
+    panel.button.observe(lambda change: disabled.append(change["new"]), names="disabled")
+
+    panel.button.click()
+
+    assert "RuntimeError: the event store broke" in panel.status.value
+    assert "color:#b00" in panel.status.value
+    assert disabled == [True, False]
+
+
 def test_plot_has_one_panel_per_strategy(panel: ConflictPanel) -> None:
     figure = plot_conflict_sweep(panel.apply(3))
 

@@ -104,3 +104,37 @@ def test_deserialization_panel_click_shows_table(lifecycles, tmp_path):
 
     assert panel.status.value.startswith("v1 missing field: 10 events parked at first")
     assert panel.runs == 1
+
+
+def broken(*_args: object, **_kwargs: object) -> None:
+    raise RuntimeError("the event store broke")
+
+
+def test_lag_panel_click_shows_backend_error(experiment, monkeypatch: pytest.MonkeyPatch):
+    panel = ProjectionLagPanel(experiment)
+    monkeypatch.setattr(LagExperiment, "run", broken)  # the experiment is a frozen dataclass
+    disabled: list[bool] = []
+    panel.button.observe(lambda change: disabled.append(change["new"]), names="disabled")
+
+    panel.button.click()
+
+    assert "RuntimeError: the event store broke" in panel.status.value
+    assert "color:#b00" in panel.status.value
+    assert disabled == [True, False]
+    assert panel.last_run is None
+
+
+def test_deserialization_panel_click_shows_backend_error(
+    lifecycles, tmp_path, monkeypatch: pytest.MonkeyPatch
+):
+    panel = DeserializationPanel(lifecycles, folder=tmp_path)
+    monkeypatch.setattr("workbook.widgets.projections.DeserializationScenario.project", broken)
+    disabled: list[bool] = []
+    panel.button.observe(lambda change: disabled.append(change["new"]), names="disabled")
+
+    panel.button.click()
+
+    assert "RuntimeError: the event store broke" in panel.status.value
+    assert "color:#b00" in panel.status.value
+    assert disabled == [True, False]
+    assert list(tmp_path.iterdir()) == []

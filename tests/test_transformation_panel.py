@@ -121,3 +121,20 @@ def test_panel_needs_documents(bus: tuple[ServiceBusTarget, InboundPipeline]) ->
 
     with pytest.raises(ValueError, match="at least one document"):
         TransformationPanel(pipeline, target.sender(INBOUND_QUEUE), {})
+
+
+def test_click_shows_backend_error_and_reenables(
+    panel: TransformationPanel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("the broker broke")
+
+    monkeypatch.setattr("workbook.widgets.transformation.send_inbound", broken)
+    disabled: list[bool] = []
+    panel.button.observe(lambda change: disabled.append(change["new"]), names="disabled")
+
+    panel.button.click()
+
+    assert "RuntimeError: the broker broke" in panel.status.value
+    assert "color:#b00" in panel.status.value
+    assert disabled == [True, False]

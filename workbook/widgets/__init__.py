@@ -7,17 +7,25 @@ the same path.
 
 from workbook.widgets.conflicts import ConflictPanel
 from workbook.widgets.deadletter import DeadLetterPanel
+from workbook.widgets.emergency import EmergencyPanel
+from workbook.widgets.latency import LatencyPanel
+from workbook.widgets.monitoring import MonitoringPanel
 from workbook.widgets.projections import DeserializationPanel, ProjectionLagPanel
 from workbook.widgets.routing import RoutingRulePanel
 from workbook.widgets.sagas import SagaPanel
+from workbook.widgets.traces import TraceLabPanel
 from workbook.widgets.transformation import TransformationPanel
 
 __all__ = [
     "ConflictPanel",
     "DeadLetterPanel",
     "DeserializationPanel",
+    "EmergencyPanel",
+    "LatencyPanel",
+    "MonitoringPanel",
     "ProjectionLagPanel",
     "RoutingRulePanel",
     "SagaPanel",
+    "TraceLabPanel",
     "TransformationPanel",
 ]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-import logging
 from collections.abc import Sequence
 
 import ipywidgets as widgets
@@ -21,8 +20,7 @@ from workbook.eventstore.conflicts import (
     sweep,
 )
 from workbook.eventstore.retry import DEFAULT_MAX_ATTEMPTS
-
-logger = logging.getLogger(__name__)
+from workbook.widgets.base import Show, output_area, run_action, status_line
 
 PLOTTED = ("successes", "conflicts", "retries", "lost updates")
 COLORS = {"successes": "#2a7", "conflicts": "#b00", "retries": "#e80", "lost updates": "#06c"}
@@ -80,14 +78,18 @@ class ConflictPanel:
         self.table: pd.DataFrame | None = None
         self.writers_slider = widgets.IntSlider(value=writers, min=1, max=max_writers, description="Writers")
         self.attempts_slider = widgets.IntSlider(
-            value=max_attempts, min=1, max=MAX_WRITERS, description="Attempts"
+            value=max_attempts,
+            min=1,
+            max=MAX_WRITERS,
+            description="Max attempts per write",
+            style={"description_width": "initial"},
         )
         self.runner_picker = widgets.ToggleButtons(
-            options=[str(r) for r in Runner], value=str(Runner(runner))
+            options=[str(r) for r in Runner], value=str(Runner(runner)), description="Runner"
         )
         self.button = widgets.Button(description="Run writers", button_style="primary", icon="play")
-        self.status = widgets.HTML()
-        self.output = widgets.Output()
+        self.status = status_line()
+        self.output = output_area()
 
         self.button.on_click(lambda _: self._on_click())
         controls = widgets.HBox([self.writers_slider, self.attempts_slider, self.runner_picker, self.button])
@@ -117,23 +119,22 @@ class ConflictPanel:
         return self.table
 
     def _on_click(self) -> None:
-        # Errors are shown in the panel, because a widget callback's traceback goes to an unseen log.
-        self.output.clear_output()
-        self.status.value = "running the writers…"
-        try:
-            table = self.apply()
-        except EventStoreError as error:
-            self.status.value = f"<span style='color:#b00'>{html.escape(str(error))}</span>"
-            return
-        except Exception as error:  # shown to the reader, and logged with its traceback
-            logger.exception("conflict panel failed")
-            self.status.value = (
-                f"<span style='color:#b00'>{html.escape(f'{type(error).__name__}: {error}')}</span>"
-            )
-            return
+        run_action(
+            self._run_and_show,
+            status=self.status,
+            output=self.output,
+            buttons=[self.button],
+            busy=f"running up to {self.writers_slider.value} writers per strategy…",
+            expected=(EventStoreError,),
+        )
 
+    def _run_and_show(self) -> Show:
+        table = self.apply()
         figure = plot_conflict_sweep(table)
-        with self.output:
+
+        def show() -> None:
             display(table)
             display(figure)
-        plt.close(figure)
+            plt.close(figure)
+
+        return show

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import html
-import logging
 from typing import Protocol
 
 import ipywidgets as widgets
@@ -15,8 +13,7 @@ from workbook.esb.deadletter import peek_dead_letters
 from workbook.esb.effects import EffectStore
 from workbook.esb.errors import EsbError
 from workbook.esb.workers import OrderHandler, Worker, WorkerSettingError, WorkOutcome, order_messages
-
-logger = logging.getLogger(__name__)
+from workbook.widgets.base import Show, output_area, run_action, status_line
 
 DEAD_LETTER_TABLE_COLUMNS = ["message_id", "reason", "description", "delivery_count"]
 MAX_MESSAGES = 50
@@ -56,11 +53,18 @@ class DeadLetterPanel:
         self.processing = widgets.IntSlider(
             value=10, min=0, max=MAX_PROCESSING_SECONDS, description="Processing (s)"
         )
-        self.lock_label = widgets.HTML(f"lock duration: <b>{self.lock_seconds:g} s</b>")
+        self.lock_label = widgets.HTML(
+            f"<span style='white-space:nowrap'>lock duration: <b>{self.lock_seconds:g} s</b></span>"
+        )
         self.count = widgets.IntSlider(value=10, min=1, max=MAX_MESSAGES, description="Messages")
-        self.button = widgets.Button(description="Inject", button_style="danger", icon="bolt")
-        self.status = widgets.HTML()
-        self.output = widgets.Output()
+        self.button = widgets.Button(
+            description="Inject",
+            button_style="danger",
+            icon="bolt",
+            tooltip="Empty the queue, send the orders, process them and show the dead-letter queue",
+        )
+        self.status = status_line()
+        self.output = output_area()
         for slider in (self.poison_rate, self.processing, self.count):
             slider.style = {"description_width": "initial"}
         self.button.on_click(lambda _: self._on_click())
@@ -120,18 +124,17 @@ class DeadLetterPanel:
         )
 
     def _on_click(self) -> None:
-        # Errors are shown in the panel, because a widget callback's traceback goes to an unseen log.
-        self.output.clear_output()
-        self.status.value = "processing…"
-        try:
-            dead = self.inject()
-        except EsbError as error:
-            self.status.value = f"<span style='color:#b00'>{html.escape(str(error))}</span>"
-            return
-        except Exception as error:  # shown to the reader, and logged with its traceback
-            logger.exception("dead-letter panel failed")
-            message = html.escape(f"{type(error).__name__}: {error}")
-            self.status.value = f"<span style='color:#b00'>{message}</span>"
-            return
-        with self.output:
-            display(dead if len(dead) else pd.DataFrame({"result": ["the dead-letter queue is empty"]}))
+        run_action(
+            self._inject_and_show,
+            status=self.status,
+            output=self.output,
+            buttons=[self.button],
+            busy=f"sending and processing {self.count.value} orders…",
+            expected=(EsbError,),
+        )
+
+    def _inject_and_show(self) -> Show:
+        dead = self.inject()
+        return lambda: display(
+            dead if len(dead) else pd.DataFrame({"result": ["the dead-letter queue is empty"]})
+        )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import html
-import logging
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,8 +16,7 @@ from workbook.eventstore.errors import EventStoreError
 from workbook.eventstore.lag import LagExperiment, LagRun, Outage
 from workbook.eventstore.orders import OrderLifecycle
 from workbook.plots.projections import plot_lag
-
-logger = logging.getLogger(__name__)
+from workbook.widgets.base import Show, output_area, run_action, status_line
 
 MAX_HANDLER_DELAY_MS = 500
 MAX_BATCH_SIZE = 200
@@ -49,14 +46,16 @@ class ProjectionLagPanel:
             step=10,
             description="Handler delay (ms/event)",
         )
-        self.batch_size = widgets.IntSlider(value=1, min=1, max=MAX_BATCH_SIZE, description="Batch size")
-        self.partitions = widgets.IntSlider(value=1, min=1, max=MAX_PARTITIONS, description="Workers")
+        self.batch_size = widgets.IntSlider(
+            value=1, min=1, max=MAX_BATCH_SIZE, description="Batch size (events)"
+        )
+        self.partitions = widgets.IntSlider(value=1, min=1, max=MAX_PARTITIONS, description="Workers (count)")
         self.stop_worker = widgets.Checkbox(
             value=True, description=f"Stop worker 0 from {window.start:g} s to {window.end:g} s"
         )
         self.button = widgets.Button(description="Run", button_style="primary", icon="play")
-        self.status = widgets.HTML()
-        self.output = widgets.Output()
+        self.status = status_line()
+        self.output = output_area()
         for slider in (self.handler_delay, self.batch_size, self.partitions):
             slider.style = {"description_width": "initial"}
         self.button.on_click(lambda _: self._on_click())
@@ -124,27 +123,27 @@ class ProjectionLagPanel:
         return f"max lag {run.max_lag()} events ({run.max_lag_seconds():g} s), {verdict}"
 
     def _on_click(self) -> None:
-        # Errors are shown in the panel, because a widget callback's traceback goes to an unseen log.
-        self.output.clear_output()
-        self.status.value = "running…"
-        try:
-            summary = self.apply()
-        except EventStoreError as error:
-            self.status.value = f"<span style='color:#b00'>{html.escape(str(error))}</span>"
-            return
-        except Exception as error:  # shown to the reader, and logged with its traceback
-            logger.exception("projection lag panel failed")
-            self.status.value = (
-                f"<span style='color:#b00'>{html.escape(f'{type(error).__name__}: {error}')}</span>"
-            )
-            return
+        run_action(
+            self._run_and_show,
+            status=self.status,
+            output=self.output,
+            buttons=[self.button],
+            busy="replaying the arrivals on a fresh store…",
+            expected=(EventStoreError,),
+        )
+
+    def _run_and_show(self) -> Show:
+        summary = self.apply()
         assert self.last_run is not None
-        with self.output:
-            outages = [self.window] if self.stop_worker.value else []
-            figure = plot_lag({"this run": self.last_run.totals()}, outages=outages)
+        outages = [self.window] if self.stop_worker.value else []
+        figure = plot_lag({"this run": self.last_run.totals()}, outages=outages)
+
+        def show() -> None:
             display(summary)
             display(figure)
             plt.close(figure)
+
+        return show
 
 
 class DeserializationPanel:
@@ -161,8 +160,8 @@ class DeserializationPanel:
         )
         self.fixed = widgets.Checkbox(value=False, description="Apply the fix and replay the quarantine")
         self.button = widgets.Button(description="Project", button_style="danger", icon="bolt")
-        self.status = widgets.HTML()
-        self.output = widgets.Output()
+        self.status = status_line()
+        self.output = output_area()
         self.button.on_click(lambda _: self._on_click())
         self.widget = widgets.VBox(
             [widgets.HBox([self.faults, widgets.VBox([self.fixed, self.button])]), self.status, self.output]
@@ -203,17 +202,15 @@ class DeserializationPanel:
         return parked
 
     def _on_click(self) -> None:
-        self.output.clear_output()
-        try:
-            parked = self.apply()
-        except EventStoreError as error:
-            self.status.value = f"<span style='color:#b00'>{html.escape(str(error))}</span>"
-            return
-        except Exception as error:  # shown to the reader, and logged with its traceback
-            logger.exception("deserialization panel failed")
-            self.status.value = (
-                f"<span style='color:#b00'>{html.escape(f'{type(error).__name__}: {error}')}</span>"
-            )
-            return
-        with self.output:
-            display(parked if len(parked) else pd.DataFrame({"result": ["no event is parked"]}))
+        run_action(
+            self._project_and_show,
+            status=self.status,
+            output=self.output,
+            buttons=[self.button],
+            busy="writing a fresh store and projecting it…",
+            expected=(EventStoreError,),
+        )
+
+    def _project_and_show(self) -> Show:
+        parked = self.apply()
+        return lambda: display(parked if len(parked) else pd.DataFrame({"result": ["no event is parked"]}))

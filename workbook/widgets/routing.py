@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,8 +12,7 @@ from IPython.display import display
 
 from workbook.esb import CanonicalMessage, Router, RoutingRules, decisions_frame
 from workbook.esb.errors import EsbError, RoutingRuleError, RuleProblem
-
-logger = logging.getLogger(__name__)
+from workbook.widgets.base import Show, output_area, run_action, status_line
 
 
 class RoutingRulePanel:
@@ -37,16 +35,27 @@ class RoutingRulePanel:
         )
         self.condition_picker = widgets.Dropdown(description="Condition")
         self.value_box = widgets.Text(description="Value", continuous_update=False)
-        self.button = widgets.Button(description="Route documents", button_style="primary", icon="play")
-        self.status = widgets.HTML()
-        self.output = widgets.Output()
+        self.value_kind = widgets.HTML()
+        self.button = widgets.Button(
+            description="Route documents",
+            button_style="primary",
+            icon="play",
+            tooltip="Route every document with this value and list the unrouted ones",
+            layout=widgets.Layout(width="auto"),  # the default width cuts the label off
+        )
+        self.status = status_line()
+        self.output = output_area()
+        for picker in (self.route_picker, self.condition_picker):
+            picker.style = {"description_width": "initial"}
 
         self._fill_conditions(route, condition)
         self.route_picker.observe(lambda change: self._fill_conditions(change["new"], None), names="value")
         self.condition_picker.observe(lambda change: self._show_current_value(), names="value")
         self.button.on_click(lambda _: self._on_click())
 
-        controls = widgets.HBox([self.route_picker, self.condition_picker, self.value_box, self.button])
+        controls = widgets.HBox(
+            [self.route_picker, self.condition_picker, self.value_box, self.value_kind, self.button]
+        )
         self.widget = widgets.VBox([controls, self.status, self.output])
 
     def _ipython_display_(self) -> None:
@@ -63,6 +72,7 @@ class RoutingRulePanel:
         leaf = dict(self.rules.route(self.route_picker.value).leaves())[self.condition_picker.value]
         items = leaf.expected if isinstance(leaf.expected, tuple) else (leaf.expected,)
         self.value_box.value = ", ".join(_as_text(item) for item in items)
+        self.value_kind.value = f"<small>({_kind_of(leaf.expected)})</small>"
 
     def apply(self, value: str | None = None) -> pd.DataFrame:
         """Route every document with the chosen condition set to `value` (default: the text box's value).
@@ -94,21 +104,33 @@ class RoutingRulePanel:
         return _from_text(text, leaf.expected)
 
     def _on_click(self) -> None:
-        # Errors are shown in the panel, because a widget callback's traceback goes to an unseen log.
-        self.output.clear_output()
-        self.status.value = "routing…"
-        try:
-            unrouted = self.apply()
-        except EsbError as error:
-            self.status.value = f"<span style='color:#b00'>invalid rule: {html.escape(str(error))}</span>"
-            return
-        except Exception as error:  # shown to the reader, and logged with its traceback
-            logger.exception("routing panel failed")
-            message = html.escape(f"{type(error).__name__}: {error}")
-            self.status.value = f"<span style='color:#b00'>{message}</span>"
-            return
-        with self.output:
-            display(unrouted if len(unrouted) else pd.DataFrame({"result": ["every document routed"]}))
+        run_action(
+            self._route_and_show,
+            status=self.status,
+            output=self.output,
+            buttons=[self.button],
+            busy=f"routing {len(self.documents)} documents…",
+            expected=(EsbError,),
+            expected_prefix="invalid rule: ",
+        )
+
+    def _route_and_show(self) -> Show:
+        unrouted = self.apply()
+        return lambda: display(
+            unrouted if len(unrouted) else pd.DataFrame({"result": ["every document routed"]})
+        )
+
+
+def _kind_of(expected: Any) -> str:
+    """Name the type the value box's text is converted to, the unit a reader types the value in."""
+    if isinstance(expected, tuple):
+        sample = expected[0] if expected else ""
+        return f"list of {_kind_of(sample)}, comma-separated"
+    if isinstance(expected, bool):
+        return "true or false"
+    if isinstance(expected, int | float):
+        return "number"
+    return "text"
 
 
 def _as_text(value: Any) -> str:

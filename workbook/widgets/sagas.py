@@ -4,9 +4,7 @@ they ended: a status table and a timeline of every saga's statuses on the packag
 
 from __future__ import annotations
 
-import html
-import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
@@ -14,55 +12,15 @@ import pandas as pd
 from IPython.display import display
 from matplotlib.figure import Figure
 
-from workbook.saga import ORDER_PARTICIPANTS, Failure, FailureMode, SagaError
-from workbook.saga.notebook import TIMELINE_COLUMNS, SagaLab
-
-logger = logging.getLogger(__name__)
+from workbook.plots.sagas import STATUS_COLORS, plot_saga_timeline
+from workbook.saga import ORDER_PARTICIPANTS, Failure, FailureMode, SagaError, order_saga_definition
+from workbook.saga.definition import FINAL_STATUSES, SagaStatus
+from workbook.saga.notebook import SagaLab
+from workbook.widgets.base import Show, output_area, run_action, status_line
 
 MAX_SAGAS = 20
 STATUS_TABLE_COLUMNS = ["saga_id", "status", "current_step", "attempt", "reason"]
-STATUS_COLORS = {
-    "RUNNING": "#06c",
-    "TIMEOUT": "#a60",
-    "COMPENSATING": "#c80",
-    "COMPENSATED": "#888",
-    "COMPLETED": "#080",
-    "FAILED": "#b00",
-}
 FailureChoice = FailureMode | str
-
-
-def plot_saga_timeline(timeline: pd.DataFrame) -> Figure:
-    """Plot SagaLab.timeline(): one bar per saga, coloured by status over package-clock seconds.
-
-    Raises ValueError when a column of TIMELINE_COLUMNS is missing.
-    """
-    missing = [column for column in TIMELINE_COLUMNS if column not in timeline.columns]
-    if missing:
-        raise ValueError(f"timeline lacks the columns {missing}: pass SagaLab.timeline()")
-
-    saga_ids = sorted(timeline["saga_id"].unique())
-    span = max(float(timeline["to_s"].max()), 1.0) if len(timeline) else 1.0
-    figure, axes = plt.subplots(figsize=(9, 0.3 * len(saga_ids) + 1.2))
-    for row, saga_id in enumerate(saga_ids):
-        history = timeline[timeline["saga_id"] == saga_id]
-        for interval in history.itertuples(index=False):
-            # A status that lasted no time still gets a sliver, so a TIMEOUT on the way is visible.
-            width = max(interval.to_s - interval.from_s, span / 100)
-            color = STATUS_COLORS.get(interval.status, "#000")
-            axes.barh(row, width, left=interval.from_s, color=color, height=0.6)
-        # Statuses that follow each other in the same instant overlap, so the final one is also written out.
-        last = history.iloc[-1]
-        axes.text(span * 1.02, row, str(last["status"]), va="center", fontsize=7)
-
-    axes.set_xlim(0, span * 1.2)
-    axes.set_yticks(range(len(saga_ids)), saga_ids, fontsize=7)
-    axes.invert_yaxis()
-    axes.set_xlabel("time on the package clock (s)")
-    handles = [plt.Rectangle((0, 0), 1, 1, color=color) for color in STATUS_COLORS.values()]
-    axes.legend(handles, list(STATUS_COLORS), fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    figure.tight_layout()
-    return figure
 
 
 class SagaPanel:
@@ -70,7 +28,9 @@ class SagaPanel:
 
     The rate applies to the flaky mode, and the slow mode works `slow work (s)` on the package clock.
     Work longer than the saga queues' 30 s lock duration loses its lock, so the command comes again.
-    The headless `apply` takes the same path as the button.
+    With `hold` set, a batch stops while its sagas wait on a down participant, before any deadline
+    passes, and the participants stay as set until `recover`. The headless `apply` and `recover`
+    take the same path as the buttons.
     """
 
     def __init__(self, lab: SagaLab, *, count: int = 5, slow_seconds: float = 20.0) -> None:
@@ -91,15 +51,32 @@ class SagaPanel:
             value=slow_seconds, min=1.0, max=120.0, step=1.0, description="slow work (s)"
         )
         self.count = widgets.IntSlider(value=count, min=1, max=MAX_SAGAS, description="sagas (count)")
-        self.button = widgets.Button(description="Start batch", button_style="primary", icon="play")
-        self.status = widgets.HTML()
-        self.output = widgets.Output()
+        # Width "auto" fits the label, which the default width cuts off.
+        fit = widgets.Layout(width="auto")
+        self.hold = widgets.Checkbox(
+            value=False, description="stop while sagas wait on a down participant", indent=False, layout=fit
+        )
+        self.button = widgets.Button(
+            description="Start batch", button_style="primary", icon="play", layout=fit
+        )
+        self.recover_button = widgets.Button(
+            description="Recover participants",
+            icon="medkit",
+            tooltip="Bring every participant back and run the sagas to their end",
+            layout=fit,
+        )
+        self.status = status_line()
+        self.output = output_area()
         for control in [*self.modes.values(), *self.rates.values(), self.slow_seconds, self.count]:
             control.style = {"description_width": "initial"}
-        self.button.on_click(lambda _: self._on_click())
+        self.button.on_click(lambda _: self._on_click(self._start_and_show, "running the batch of sagas…"))
+        self.recover_button.on_click(
+            lambda _: self._on_click(self._recover_and_show, "recovering the participants…")
+        )
 
         rows = [widgets.HBox([self.modes[name], self.rates[name]]) for name in ORDER_PARTICIPANTS]
-        controls = widgets.VBox([*rows, widgets.HBox([self.slow_seconds, self.count, self.button])])
+        buttons = widgets.HBox([self.hold, self.button, self.recover_button])
+        controls = widgets.VBox([*rows, widgets.HBox([self.slow_seconds, self.count]), buttons])
         self.widget = widgets.VBox([controls, self.status, self.output])
 
     def _ipython_display_(self) -> None:
@@ -111,22 +88,43 @@ class SagaPanel:
         *,
         rates: Mapping[str, float] | None = None,
         count: int | None = None,
+        hold: bool | None = None,
     ) -> pd.DataFrame:
         """Set the named participants' modes and rates, start `count` sagas, run them, return their table.
 
-        Arguments left out keep the controls' values. Participants end healthy again after the run.
+        Arguments left out keep the controls' values. Participants end healthy again after the run,
+        unless `hold` stopped it with sagas waiting on a down participant: then call `recover`.
         Raises SagaError for an invalid setting and KeyError for an unknown participant.
         """
         self._set_controls(modes or {}, rates or {}, count)
+        if hold is not None:
+            self.hold.value = hold
         self.lab.set_failures(self._failures())
+        waiting = False
         try:
             self.lab.start_batch(self.count.value)
-            settled = self.lab.run()
+            batch = self.lab.batches
+            until = (lambda: self._final_or_waiting(batch)) if self.hold.value else None
+            settled = self.lab.run(until=until)
+            waiting = self.hold.value and not self._waiting(batch).empty
         finally:
-            self.lab.recover_all()
+            if not waiting:
+                self.lab.recover_all()
 
-        batch = self.lab.batches
         self.status.value = self._describe(batch, settled)
+        return self.lab.saga_table(batch)[STATUS_TABLE_COLUMNS]
+
+    def recover(self) -> pd.DataFrame:
+        """Bring every participant back, run the sagas to their end, and return the last batch's table.
+
+        Raises SagaError when no batch was started.
+        """
+        batch = self.lab.batches
+        if batch == 0:
+            raise SagaError("no batch of sagas to recover: press Start batch first")
+        self.lab.recover_all()
+        settled = self.lab.run()
+        self.status.value = "participants recovered; " + self._describe(batch, settled)
         return self.lab.saga_table(batch)[STATUS_TABLE_COLUMNS]
 
     def timeline(self) -> Figure:
@@ -158,32 +156,59 @@ class SagaPanel:
             failures[name] = Failure(mode, rate=self.rates[name].value, seconds=seconds)
         return failures
 
+    def _waiting(self, batch: int) -> pd.DataFrame:
+        """Return the batch's RUNNING sagas whose current step belongs to a participant that is down."""
+        step_owners = {step.name: step.participant for step in order_saga_definition().steps}
+        down = {name for name, p in self.lab.participants.items() if p.failure.mode is FailureMode.DOWN}
+        table = self.lab.saga_table(batch)
+        owners = table["current_step"].map(step_owners)
+        return table[(table["status"] == str(SagaStatus.RUNNING)) & owners.isin(down)]
+
+    def _final_or_waiting(self, batch: int) -> bool:
+        table = self.lab.saga_table(batch)
+        final = table["status"].isin([str(status) for status in FINAL_STATUSES])
+        return len(table) == int(final.sum()) + len(self._waiting(batch))
+
     def _describe(self, batch: int, settled: bool) -> str:
         counts = self.lab.status_counts(batch)
         summary = ", ".join(f"{row.sagas} {row.status}" for row in counts.itertuples(index=False))
         unsettled = "" if settled else " <b>(not every saga ended within the run's time limit)</b>"
         max_applications = self.lab.max_applications(batch)
-        return f"batch {batch}: {summary}{unsettled}; max applications of one effect: {max_applications}"
+        text = f"batch {batch}: {summary}{unsettled}; max applications of one effect: {max_applications}"
+        waiting = self._waiting(batch)
+        if waiting.empty:
+            return text
+        steps = ", ".join(sorted(set(waiting["current_step"])))
+        return (
+            f"{text}; <b>{len(waiting)} stuck</b> at {steps}, waiting on a participant that is down: "
+            "press Recover participants"
+        )
 
-    def _on_click(self) -> None:
-        # Errors are shown in the panel, because a widget callback's traceback goes to an unseen log.
-        self.output.clear_output()
-        self.status.value = "running…"
-        try:
-            table = self.apply()
-            figure = self.timeline()
-        except (SagaError, KeyError) as error:
-            self.status.value = f"<span style='color:#b00'>{html.escape(str(error))}</span>"
-            return
-        except Exception as error:  # shown to the reader, and logged with its traceback
-            logger.exception("saga panel failed")
-            message = html.escape(f"{type(error).__name__}: {error}")
-            self.status.value = f"<span style='color:#b00'>{message}</span>"
-            return
-        with self.output:
+    def _start_and_show(self) -> Show:
+        return self._show(self.apply())
+
+    def _recover_and_show(self) -> Show:
+        return self._show(self.recover())
+
+    def _show(self, table: pd.DataFrame) -> Show:
+        figure = self.timeline()
+
+        def show() -> None:
             display(table)
             display(figure)
-        plt.close(figure)
+            plt.close(figure)
+
+        return show
+
+    def _on_click(self, action: Callable[[], Show], busy: str) -> None:
+        run_action(
+            action,
+            status=self.status,
+            output=self.output,
+            buttons=[self.button, self.recover_button],
+            busy=busy,
+            expected=(SagaError, KeyError),
+        )
 
 
 def _mode(mode: FailureChoice) -> FailureMode:
@@ -192,3 +217,8 @@ def _mode(mode: FailureChoice) -> FailureMode:
     except ValueError:
         choices = ", ".join(str(m) for m in FailureMode)
         raise SagaError(f"failure mode {mode!r} is invalid: pass one of {choices}") from None
+
+
+# plot_saga_timeline and STATUS_COLORS live in workbook.plots.sagas. They stay importable from here,
+# because notebook 07 imports them from this module.
+__all__ = ["STATUS_COLORS", "STATUS_TABLE_COLUMNS", "SagaPanel", "plot_saga_timeline"]

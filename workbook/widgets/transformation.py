@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-import logging
 from collections.abc import Mapping
 
 import ipywidgets as widgets
@@ -15,8 +14,7 @@ from workbook.esb.deadletter import peek_dead_letters
 from workbook.esb.errors import EsbError
 from workbook.esb.pipeline import InboundPipeline, inbound_message, send_inbound
 from workbook.esb.variants import MALFORMED_XML, VARIANTS, make_variant
-
-logger = logging.getLogger(__name__)
+from workbook.widgets.base import Show, output_area, run_action, status_line
 
 # Seconds the pipeline waits for one more message after the panel's own, which is already queued.
 RUN_WAIT_SECONDS = 0.5
@@ -55,8 +53,8 @@ class TransformationPanel:
             layout=widgets.Layout(width="42em"),
         )
         self.button = widgets.Button(description="Run", button_style="primary", icon="play")
-        self.status = widgets.HTML()
-        self.output = widgets.Output()
+        self.status = status_line()
+        self.output = output_area()
         self.button.on_click(lambda _: self._on_click())
 
         controls = widgets.HBox([self.document_picker, self.variant_picker, self.button])
@@ -100,24 +98,24 @@ class TransformationPanel:
         return mine[DEAD_LETTER_VIEW_COLUMNS].reset_index(drop=True)
 
     def _on_click(self) -> None:
-        # Errors are shown in the status line, because a widget callback's traceback goes to an unseen log.
-        self.output.clear_output()
-        self.status.value = "running…"
-        try:
-            outcome = self.apply(self.variant_picker.value)
-            dead_letters = self.dead_letters()
-        except EsbError as error:
-            self.status.value = f"<span style='color:#b00'>{html.escape(str(error))}</span>"
-            return
-        except Exception as error:  # shown to the reader, and logged with its traceback
-            logger.exception("transformation panel failed")
-            message = html.escape(f"{type(error).__name__}: {error}")
-            self.status.value = f"<span style='color:#b00'>{message}</span>"
-            return
+        run_action(
+            self._run_and_show,
+            status=self.status,
+            output=self.output,
+            buttons=[self.button],
+            busy=f"sending {self.variant_picker.value} of {self.document_picker.value} through the pipeline…",
+            expected=(EsbError,),
+        )
 
-        with self.output:
+    def _run_and_show(self) -> Show:
+        outcome = self.apply(self.variant_picker.value)
+        dead_letters = self.dead_letters()
+
+        def show() -> None:
             display(outcome)
             display(dead_letters if len(dead_letters) else pd.DataFrame({"dead-letter queue": ["empty"]}))
+
+        return show
 
 
 def _status_text(variant: str, source: str, outcome: pd.DataFrame) -> str:
