@@ -9,6 +9,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -497,3 +498,14 @@ def test_help_parameter_example_is_valid(tmp_path: Path) -> None:
 
     assert plan.parameters["data_path"] == "../shared/data/peppol"
     assert plan.parameters["seed"] == 7
+
+
+def test_kernel_start_warnings_stay_off_the_console(tmp_path: Path) -> None:
+    # ipykernel warns on every start that its TCP transport is unencrypted; an unattended run's
+    # console should hold only the progress and the results.
+    command = [str(Path(sys.executable).with_name("workbook")), "run", "--notebook", "01"]
+    command += ["--notebooks-dir", str(FIXTURE_NOTEBOOKS), "--output-dir", str(tmp_path)]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+
+    assert completed.returncode == 0, completed.stderr
+    assert "[IPKernelApp]" not in completed.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -170,3 +171,12 @@ def test_depth_plot_needs_sample_columns():
 
     with pytest.raises(ValueError, match="queue_depth"):
         plot_queue_depth(samples.drop(columns="queue_depth"))
+
+
+def test_call_tree_holds_no_clock_time_or_local_path():
+    pytest.importorskip("pyinstrument")
+    tree = call_tree(lambda _: time.sleep(0.01), [1, 2])
+
+    assert "Recorded:" not in tree.text
+    assert str(Path(__file__).resolve().parents[1]) not in tree.text
+    assert "workbook/observability/profiling.py" in tree.text

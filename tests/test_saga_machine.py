@@ -207,7 +207,7 @@ def test_transient_failures_past_max_attempts_compensate(machine):
     decision = machine.on_signal(record, reply("take-payment", ReplyOutcome.FAILED, attempt=2), NOW, [])
 
     assert decision.record.status is SagaStatus.COMPENSATING
-    assert "2 attempts used" in decision.record.reason
+    assert "attempts used: 2" in decision.record.reason
 
 
 def test_deadline_resends_then_times_out(machine):

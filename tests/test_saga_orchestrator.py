@@ -304,7 +304,7 @@ def test_recovered_participant_compensates_step(rig: Rig):
             FailureMode.FLAKY,
             {"phase": Phase.COMPENSATE, "rate": 1.0},
             "compensation of step reserve-inventory failed at inventory: release-stock failed transiently at "
-            "inventory; 3 attempts used",
+            "inventory; attempts used: 3",
         ),
     ],
     ids=["permanent", "retries-exhausted"],

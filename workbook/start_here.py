@@ -99,7 +99,7 @@ QUICK_REFERENCE: tuple[QuickReference, ...] = (
         "stuck sagas",
         "sagas stay RUNNING; orders neither complete nor roll back",
         "participant health and the sagas past their deadline",
-        "step deadlines and a timeout sweep, then retry",
+        "step deadlines and a timeout sweep that compensates",
         "07_stuck_sagas.ipynb",
     ),
     QuickReference(
@@ -122,7 +122,7 @@ QUICK_REFERENCE: tuple[QuickReference, ...] = (
         "10",
         "processing latency",
         "slow processing; queue depth grows; timeouts",
-        "profile 100 messages: top functions by cumulative time",
+        "profile the handler: top functions by cumulative time",
         "reuse connections through a pool",
         "10_processing_latency.ipynb",
     ),

@@ -38,6 +38,9 @@ REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_NOTEBOOKS_DIR = REPOSITORY_ROOT / "notebooks"
 DEFAULT_OUTPUT_DIR = REPOSITORY_ROOT / "runs"
 DEFAULT_CELL_TIMEOUT_S = 600
+# ipykernel warns on every start that its local TCP transport is unencrypted; in an unattended run that
+# line lands between the progress lines, once per notebook. Kernel errors still show.
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
 KERNEL_NAME = "python3"
 KERNEL_START_TIMEOUT_S = 60
 RUN_ID_FORMAT = "%Y%m%dT%H%M%SZ"
@@ -419,6 +422,7 @@ def _execute(plan: NotebookPlan, output: Path, cell_timeout_s: int) -> NotebookR
             start_timeout=KERNEL_START_TIMEOUT_S,
             execution_timeout=cell_timeout_s,
             cwd=str(REPOSITORY_ROOT),
+            extra_arguments=KERNEL_ARGUMENTS,
         )
     except PapermillExecutionError as error:
         cell = _locate_failed_cell(output)

@@ -119,7 +119,15 @@ def call_tree(
             handler(message)
     finally:
         profiler.stop()
-    return CallTree(profiler.output_text(unicode=False, color=False))
+    return CallTree(_portable_tree(profiler.output_text(unicode=False, color=False)))
+
+
+def _portable_tree(text: str) -> str:
+    # The header's clock time and the absolute paths of this machine say nothing to another reader.
+    text = re.sub(r"Recorded: \d\d:\d\d:\d\d\s*", "", text)
+    for root in _library_roots():
+        text = text.replace(f"{root.as_posix()}/", "")
+    return text
 
 
 def time_calls(handler: Callable[[Any], object], messages: Sequence[Any]) -> list[float]:

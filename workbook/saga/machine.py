@@ -205,7 +205,7 @@ class SagaMachine:
         backoff: bool = False,
     ) -> Decision:
         if record.attempt >= step.retry.max_attempts:
-            return self._give_up(record, step, now, compensated, f"{reason}; {record.attempt} attempts used")
+            return self._give_up(record, step, now, compensated, f"{reason}; attempts used: {record.attempt}")
         phase = Phase.COMPENSATE if record.status is SagaStatus.COMPENSATING else Phase.EXECUTE
         next_attempt = record.attempt + 1
         if not backoff:
