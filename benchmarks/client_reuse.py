@@ -30,6 +30,7 @@ from workbook.clock import RealClock
 from workbook.observability.profiling import latency_percentiles
 from workbook.servicebus import LocalServiceBusEmulator
 from workbook.servicebus.pool import ServiceBusSenderPool
+from workbook.servicebus.target import fill_batch
 
 BENCHMARKS = Path(__file__).resolve().parent
 
@@ -108,17 +109,9 @@ def send_in_batches(sender: ServiceBusSender, messages: list[ServiceBusMessage])
     pending = list(messages)
     while pending:
         started = time.perf_counter()
-        batch = sender.create_message_batch()
-        count = 0
-        while pending:
-            try:
-                batch.add_message(pending[0])
-            except ValueError:  # the SDK's signal that the batch is full
-                break
-            pending.pop(0)
-            count += 1
+        batch = fill_batch(sender, pending)
         sender.send_messages(batch, timeout=SEND_TIMEOUT_SECONDS)
-        durations += [time.perf_counter() - started] * count
+        durations += [time.perf_counter() - started] * len(batch)
     return durations
 
 

@@ -55,8 +55,16 @@ def open_container(
     return client, items
 
 
+def connect_failure(database: str, container: str, endpoint: str, error: AzureError) -> str:
+    """Return the message for a container that `open_container` could not open, with what to check."""
+    return (
+        f"Cannot open Cosmos DB container {database}/{container} at {endpoint}: {describe_error(error)}. "
+        "Check the endpoint, the key, and that the account is reachable."
+    )
+
+
 def describe_error(error: AzureError) -> str:
-    """One line for an SDK error: `HTTP 412: <first line>`, or the error type when no status came back."""
+    """Return one line for an SDK error: `HTTP 412: <first line>`, or the error type without a status."""
     status = getattr(error, "status_code", None)
     summary = str(error.message or type(error).__name__).splitlines()[0]
     return f"HTTP {status}: {summary}" if status else f"{type(error).__name__}: {summary}"
@@ -65,8 +73,11 @@ def describe_error(error: AzureError) -> str:
 def query_item(
     container: ContainerProxy, partition_field: str, partition: str, item_id: str, *, timeout: float
 ) -> dict[str, Any] | None:
-    """Return the item `item_id` of one partition, or None. A query, not a point read: the Cosmos test
-    server answers a point read of a missing item with an error other than 404."""
+    """Return the item `item_id` of one partition, or None.
+
+    A query, not a point read, because the Cosmos test server returns an error other than 404 for a
+    point read of a missing item.
+    """
     items = container.query_items(
         f"SELECT * FROM c WHERE c.{partition_field} = @partition AND c.id = @id",
         parameters=[{"name": "@partition", "value": partition}, {"name": "@id", "value": item_id}],

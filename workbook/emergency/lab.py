@@ -227,11 +227,10 @@ class EmergencyLab:
     def restart_servicebus(self, *, by: str, reason: str) -> pd.DataFrame:
         """Restart the emulator on its store and reconnect every client; return counts before and after.
 
-        The clients close first, while the emulator still responds, and reconnect to the new emulator.
-        NOTE: the new emulator listens on another port, because LocalServiceBusEmulator.stop leaves
-        proton's sockets open (python-qpid-proton 0.40), so the old port stays taken in this process.
-        NOTE: the saga lab's saga store is in memory and starts empty after the restart, so restart when
-        no saga is active; its messages, like every other, survive in the emulator's store.
+        The clients close first, while the emulator still responds, and reconnect to the emulator,
+        which comes back on the same port and store.
+        NOTE: the saga lab's saga store is in memory and starts empty after the restart. So the restart
+        is rejected while a saga is active; the sagas' messages survive in the emulator's store.
         """
         if reason.strip() == "" or by.strip() == "":
             raise EmergencySettingError("by and reason", (by, reason), "two non-empty texts")
@@ -241,8 +240,9 @@ class EmergencyLab:
                 "restart", f"{len(active)} active sagas", "no active saga: run the sagas to their end first"
             )
         before = self.queue_counts()
+        port = self.emulator.port
         self._disconnect()
-        self.emulator = self._start_emulator()
+        self.emulator = self._start_emulator(port)
         self._connect()
         self._log_restart(SERVICEBUS, by, reason)
         after = self.queue_counts()
@@ -256,10 +256,10 @@ class EmergencyLab:
         self._restarts.append((get_clock().now(), component, by, reason))
         logger.warning("%s by %s: %s", component, by, reason)
 
-    def _start_emulator(self) -> LocalServiceBusEmulator:
+    def _start_emulator(self, port: int = 0) -> LocalServiceBusEmulator:
         config = data_dir() / "servicebus-config.json"
         store = self.folder / "servicebus.sqlite"
-        return LocalServiceBusEmulator(config, store=store, clock=get_clock()).start()
+        return LocalServiceBusEmulator(config, store=store, port=port, clock=get_clock()).start()
 
     def _connect(self) -> None:
         self.servicebus = ServiceBusTarget(Target.LOCAL, self.emulator.connection, emulator=self.emulator)

@@ -33,6 +33,7 @@ from azure.cosmos.exceptions import CosmosAccessConditionFailedError, CosmosReso
 from workbook.config.cosmos import (
     DEFAULT_DATABASE,
     DEFAULT_TIMEOUT,
+    connect_failure,
     describe_error,
     open_container,
     query_item,
@@ -101,9 +102,7 @@ class CosmosEventStore(EventStore):
             )
         except AzureError as error:
             raise StoreUnavailableError(
-                f"Cannot open Cosmos DB container {database}/{container} at {endpoint}: "
-                f"{describe_error(error)}. Check the endpoint, the key, and that the account is reachable.",
-                operation="connect",
+                connect_failure(database, container, endpoint, error), operation="connect"
             ) from error
         return cls(items, timeout=timeout, client=client)
 

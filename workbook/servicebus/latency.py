@@ -34,7 +34,7 @@ from workbook.observability.profiling import (
 )
 from workbook.servicebus.errors import ServiceBusEmulatorError
 from workbook.servicebus.pool import CLIENT_RETRY_TOTAL, ServiceBusSenderPool
-from workbook.servicebus.target import ServiceBusTarget
+from workbook.servicebus.target import ServiceBusTarget, fill_batch
 
 logger = logging.getLogger(__name__)
 
@@ -119,14 +119,7 @@ class BatchedForwarder:
         batches = 0
         with self.pool.sender() as sender:
             while pending:
-                batch = sender.create_message_batch()
-                while pending:
-                    try:
-                        batch.add_message(pending[0])
-                    except ValueError:  # the SDK's signal that the batch is full
-                        break
-                    pending.pop(0)
-                sender.send_messages(batch, timeout=SEND_TIMEOUT_SECONDS)
+                sender.send_messages(fill_batch(sender, pending), timeout=SEND_TIMEOUT_SECONDS)
                 batches += 1
         return batches
 
@@ -223,8 +216,8 @@ class LatencyLab:
 
     def purge(self) -> None:
         """Delete every message of the inbound and outbound queues, and close the inbound receiver."""
-        # A receiver keeps the credit of a receive that came back short, so it may already hold messages
-        # that the purge deletes; completing one later fails with a lost lock. The next run opens a new one.
+        # A receiver keeps the credit of a receive that returned short, so it may already have messages
+        # that the purge deletes. Completing one later fails with a lost lock, so the next run opens another.
         if self._inbound_receiver is not None:
             self._inbound_receiver.close()
             self._inbound_receiver = None

@@ -17,6 +17,7 @@ import pandas as pd
 from azure.servicebus import (
     ServiceBusClient,
     ServiceBusMessage,
+    ServiceBusMessageBatch,
     ServiceBusReceivedMessage,
     ServiceBusReceiveMode,
     ServiceBusSender,
@@ -183,14 +184,7 @@ class ServiceBusTarget:
         self._check_each_fits(sender, queue, pending)
         batches = 0
         while pending:
-            batch = sender.create_message_batch()
-            while pending:
-                try:
-                    batch.add_message(pending[0])
-                except ValueError:  # the SDK's signal that the batch is full
-                    break
-                pending.pop(0)
-            sender.send_messages(batch, timeout=SEND_TIMEOUT_SECONDS)
+            sender.send_messages(fill_batch(sender, pending), timeout=SEND_TIMEOUT_SECONDS)
             batches += 1
         return batches
 
@@ -368,3 +362,15 @@ def _text(value: Any) -> Any:
 def _names(queues: str | Iterable[str]) -> list[str]:
     # One name is a str, which is also an iterable of letters.
     return [queues] if isinstance(queues, str) else list(queues)
+
+
+def fill_batch(sender: ServiceBusSender, pending: list[ServiceBusMessage]) -> ServiceBusMessageBatch:
+    """Move messages from the front of `pending` into a new batch until it is full, and return the batch."""
+    batch = sender.create_message_batch()
+    while pending:
+        try:
+            batch.add_message(pending[0])
+        except ValueError:  # the SDK's signal that the batch is full
+            break
+        pending.pop(0)
+    return batch
