@@ -309,7 +309,7 @@ def seconds_until(moment: datetime) -> float:
     return (moment - datetime.now(UTC)).total_seconds()
 
 
-def test_stop_frees_the_port_and_a_restart_serves_open_senders(store: Path, config_file: Path):
+def test_restart_on_same_port(store: Path, config_file: Path):
     # A stop closes the listener and every connection with amqp:connection:forced, so the same port
     # binds again at once, and a sender opened before the stop reconnects to the restarted emulator.
     first = LocalServiceBusEmulator(config_file, store=store).start()

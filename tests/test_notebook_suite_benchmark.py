@@ -39,7 +39,7 @@ def test_tiny_run_exits_cleanly(tiny_run: tuple[subprocess.CompletedProcess, str
     assert completed.returncode == 0, completed.stderr
 
 
-def test_section_has_a_row_per_worker_count_and_notebook(
+def test_section_rows(
     tiny_run: tuple[subprocess.CompletedProcess, str, str],
 ):
     _, _, rewritten = tiny_run

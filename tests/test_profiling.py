@@ -173,7 +173,7 @@ def test_depth_plot_needs_sample_columns():
         plot_queue_depth(samples.drop(columns="queue_depth"))
 
 
-def test_call_tree_holds_no_clock_time_or_local_path():
+def test_call_tree_omits_time_and_paths():
     pytest.importorskip("pyinstrument")
     tree = call_tree(lambda _: time.sleep(0.01), [1, 2])
 

@@ -123,7 +123,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         ),
         allow_abbrev=False,
     )
-    parser.add_argument("runs_dir", type=Path, metavar="RUNS_DIR", help="folder that holds the run folders")
+    parser.add_argument(
+        "runs_dir", type=Path, metavar="RUNS_DIR", help="folder that contains the run folders"
+    )
     parser.add_argument(
         "--output",
         type=Path,

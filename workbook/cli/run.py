@@ -38,8 +38,8 @@ REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_NOTEBOOKS_DIR = REPOSITORY_ROOT / "notebooks"
 DEFAULT_OUTPUT_DIR = REPOSITORY_ROOT / "runs"
 DEFAULT_CELL_TIMEOUT_S = 600
-# ipykernel warns on every start that its local TCP transport is unencrypted; in an unattended run that
-# line lands between the progress lines, once per notebook. Kernel errors still show.
+# ipykernel warns on every start that its local TCP transport is unencrypted, so an unattended run
+# printed that line between its progress lines once per notebook. Kernel errors still show.
 KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
 KERNEL_NAME = "python3"
 KERNEL_START_TIMEOUT_S = 60

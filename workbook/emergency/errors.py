@@ -19,4 +19,4 @@ class EmergencySettingError(EmergencyError, ValueError):
 
 
 class ComponentDownError(EmergencyError):
-    """Error of a health check that reached its component and was told that the component is down."""
+    """Error of a health check that reached its component and received a reply that it is down."""

@@ -1,7 +1,7 @@
 """The debug mode: with WORKBOOK_DEBUG=1, each stage logs the message it handles and each saga transition.
 
 The pipeline and the orchestrator call `trace_message` and `trace_transitions` at their stages. Both
-return at once while the mode is off, and otherwise log one DEBUG record on the `workbook.debug`
+return at once while the mode is off. Otherwise they log one DEBUG record on the `workbook.debug`
 logger with the message id, type, correlation id, a payload summary and the application properties
 as `extra` fields, so a JSON log (workbook.observability.logs) contains them as fields. The variable is
 read at every call, so the mode can be switched while a process runs.

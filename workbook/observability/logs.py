@@ -230,7 +230,7 @@ def line_counts(path: Path | str) -> pd.DataFrame:
 
 
 def secret_occurrences(folder: Path | str, secrets: Iterable[str]) -> pd.DataFrame:
-    """List every line of the files in `folder` that holds a secret or an unmasked key or signature.
+    """List every line of the files in `folder` that contains a secret or an unmasked key or signature.
 
     Each secret is searched as given and URL-encoded. Rows name the file, line number and what was
     found (``secret 1``, ``SharedAccessKey value`` ...), never the secret. An empty table means none.

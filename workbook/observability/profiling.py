@@ -50,8 +50,8 @@ class ProfileResult:
         The largest, not the sum, because a function's cumulative time includes its callees.
         Returns 0.0 when no row of the table matches.
         """
-        wanted = set(functions)
-        shares = self.table.loc[self.table["function"].isin(wanted), "share"]
+        requested = set(functions)
+        shares = self.table.loc[self.table["function"].isin(requested), "share"]
         return float(shares.max()) if len(shares) else 0.0
 
 
@@ -123,7 +123,7 @@ def call_tree(
 
 
 def _portable_tree(text: str) -> str:
-    # The header's clock time and the absolute paths of this machine say nothing to another reader.
+    # The header's clock time and this machine's absolute paths differ on every run and machine.
     text = re.sub(r"Recorded: \d\d:\d\d:\d\d\s*", "", text)
     for root in _library_roots():
         text = text.replace(f"{root.as_posix()}/", "")

@@ -92,9 +92,9 @@ class ServiceBusFrontEnd:
         event.container.schedule(TICK_SECONDS, self)
 
     def _close_sockets(self, container: Container) -> None:
-        # proton's stop leaves the listening and the connected sockets open: the port stays taken and
-        # clients never learn the broker went away. So the first stop tick closes the listener and
-        # every connection (clients get an AMQP close and reconnect), and the next one stops.
+        # proton's stop leaves the listening and the connected sockets open, so the port stays taken and
+        # clients never learn that the broker went away. The first stop tick therefore closes the
+        # listener and every connection (clients get an AMQP close and reconnect), and the next one stops.
         if self._closing:
             container.stop()
             return
