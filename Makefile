@@ -10,7 +10,7 @@ export PYTHONHASHSEED := 0
 # pip installs the playwright package only; the journeys use Debian's chromium (browser-deps).
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
-.PHONY: run test lint unit notebook-tests notebooks clean bench cosmos-server browser-deps
+.PHONY: run sweep test lint unit notebook-tests notebooks clean bench cosmos-server browser-deps
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,13 @@ $(STAMP): pyproject.toml
 ## run: execute every notebook through papermill on the local target; writes runs/<timestamp>/
 run: $(STAMP)
 	$(BIN)/workbook run
+
+## sweep: run every point of a parameter matrix (MATRIX, default examples/sweep.yaml) and write the trend report
+MATRIX ?= examples/sweep.yaml
+SWEEP_WORKERS ?= 2
+sweep: $(STAMP)
+	$(BIN)/workbook run --matrix $(MATRIX) --workers $(SWEEP_WORKERS)
+	$(BIN)/workbook report runs
 
 ## test: lint, unit and SDK tests, papermill on the shared corpus, nbval on the committed notebooks
 test: lint unit notebook-tests

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from workbook.cli.run import DEFAULT_OUTPUT_DIR, REPOSITORY_ROOT
+from workbook.cli.matrix import expand_matrix, load_matrix
+from workbook.cli.run import DEFAULT_OUTPUT_DIR, REPOSITORY_ROOT, plan_sweep
 
 EXAMPLES = REPOSITORY_ROOT / "examples"
 RUNS_FOLDER = DEFAULT_OUTPUT_DIR.relative_to(REPOSITORY_ROOT).as_posix()
@@ -172,3 +173,11 @@ def test_pipeline_publishes_runs_folder_always(pipeline: dict[str, Any]) -> None
     assert normalised(publish["inputs"]["targetPath"]) == RUNS_FOLDER
     assert publish["condition"] == "always()"
     assert normalised(tasks["Cache@2"]["inputs"]["path"]) == RUNS_FOLDER
+
+
+def test_sweep_example_plans_on_the_notebooks() -> None:
+    points = expand_matrix(load_matrix(EXAMPLES / "sweep.yaml"))
+    plans = plan_sweep(points, REPOSITORY_ROOT / "notebooks", {})
+
+    assert len(plans) == 4
+    assert {plan.notebook_id for plan in plans} == {"03", "04"}

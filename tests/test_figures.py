@@ -55,6 +55,10 @@ def notebook_with(*outputs: nbformat.NotebookNode) -> nbformat.NotebookNode:
             {"name": "lag", "value": 3, "unit": "events", "note": "projection orders"},
             "figure lag = 3 events (projection orders)",
         ),
+        ({"name": "lag", "value": 1, "unit": "events"}, "figure lag = 1 event"),
+        ({"name": "wait", "value": 1, "unit": "ms"}, "figure wait = 1 ms"),
+        ({"name": "share", "value": 1, "unit": "%"}, "figure share = 1 %"),
+        ({"name": "lag", "value": 1.5, "unit": "events"}, "figure lag = 1.5 events"),
     ],
 )
 def test_figure_text_is_one_stable_line(figure: dict, text: str) -> None:

@@ -33,7 +33,7 @@ def figure(value: object, unit: str | None = None) -> dict:
 
 
 def notebook_result(
-    rate: float, dlq_after_fix: int, *, failure: NotebookFailure | None = None
+    rate: float, dlq_after_fix: int, *, failure: NotebookFailure | None = None, swept: bool = True
 ) -> NotebookResult:
     label = f"03_dead_letter_overflow__poison_rate={rate}"
     return NotebookResult(
@@ -50,7 +50,7 @@ def notebook_result(
             "backend": {"name": "backend", **figure("sqlite")},
         },
         failure=failure,
-        sweep={"poison_rate": rate},
+        sweep={"poison_rate": rate} if swept else {},
     )
 
 
@@ -272,6 +272,30 @@ def test_report_command_writes_page(runs_dir: Path, capsys: pytest.CaptureFixtur
     assert (runs_dir / "history.html").is_file()
     assert "runs: 3, skipped folders: 0" in output
     assert f"report: {runs_dir / 'history.html'}" in output
+
+
+def test_report_command_fails_on_crossing_when_asked(
+    runs_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["report", str(runs_dir)]) == 0
+    assert main(["report", str(runs_dir), "--fail-on-crossing"]) == 1
+    assert "threshold crossed: run 20260103T000000Z-3" in capsys.readouterr().out
+
+
+def test_report_command_passes_without_crossing(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    write_run(runs, "20260101T000000Z-1", [notebook_result(0.1, 0)])
+
+    assert main(["report", str(runs), "--fail-on-crossing"]) == 0
+
+
+def test_run_with_p_values_has_its_own_label(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    write_run(runs, "20260101T000000Z-1", [notebook_result(0.5, 0, swept=False)])
+    page = page_of(runs)
+    section = page[page.index('<section id="03_dead_letter_overflow">') :]
+
+    assert "<td>poison_rate=0.5,seed=7</td>" in section
 
 
 def test_report_command_output_elsewhere_links_back(runs_dir: Path, tmp_path: Path) -> None:

@@ -52,12 +52,23 @@ def record(name: str, value: float | int | str, *, unit: str | None = None, note
 
 def render_figure_text(figure: dict[str, Any]) -> str:
     """Render a figure as one line, for example `figure p95_latency = 12.5 ms (after the fix)`."""
-    text = f"figure {figure['name']} = {figure['value']}"
-    if figure.get("unit"):
-        text += f" {figure['unit']}"
+    text = f"figure {figure['name']} = {value_with_unit(figure)}"
     if figure.get("note"):
         text += f" ({figure['note']})"
     return text
+
+
+def value_with_unit(figure: dict[str, Any]) -> str:
+    """Render a figure's value with its unit, in the singular for a value of 1 (`1 event`, `2 events`).
+
+    Units are recorded in the plural; symbols such as `ms` and `s` stay as they are.
+    """
+    value, unit = figure["value"], figure.get("unit")
+    if not unit:
+        return str(value)
+    if value == 1 and len(unit) > 2 and unit.endswith("s") and unit.isalpha():
+        unit = unit[:-1]
+    return f"{value} {unit}"
 
 
 def read_figures(notebook: Path | str | NotebookNode) -> dict[str, dict[str, Any]]:

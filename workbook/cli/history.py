@@ -19,6 +19,14 @@ logger = logging.getLogger(__name__)
 HISTORY_HTML = "history.html"
 
 
+def entry_label(entry: NotebookMetrics) -> str:
+    """Label an entry by its sweep point or, for a run with `-p` values, by the parameters it set.
+
+    Runs with the same label are drawn as one trend line; the notebook's defaults have the empty label.
+    """
+    return point_label(entry.sweep or entry.parameters)
+
+
 @dataclass(frozen=True)
 class HistoryRun:
     """One past run: its folder and the metrics.json read from it."""
@@ -73,9 +81,9 @@ class History:
                 for name, figure in entry.figures.items():
                     threshold = limits.get(name)
                     if threshold is not None and threshold.crossed(figure["value"]):
-                        sweep = point_label(entry.sweep)
+                        label = entry_label(entry)
                         found.append(
-                            Crossing(run.metrics.run_id, notebook, sweep, name, figure["value"], threshold)
+                            Crossing(run.metrics.run_id, notebook, label, name, figure["value"], threshold)
                         )
         return found
 
@@ -119,7 +127,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Read metrics.json from every run folder in RUNS_DIR and write one HTML page: the runs and their "
             "targets, a table and trend plots per notebook, with every figure outside its threshold marked. "
-            "Exits 0 when the page is written and 2 on invalid input."
+            "Exits 0 when the page is written, 1 with --fail-on-crossing when a figure crossed its "
+            "threshold, and 2 on invalid input."
         ),
         allow_abbrev=False,
     )
@@ -131,6 +140,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         type=Path,
         metavar="FILE",
         help=f"HTML file to write (default: RUNS_DIR/{HISTORY_HTML})",
+    )
+    parser.add_argument(
+        "--fail-on-crossing",
+        action="store_true",
+        help="exit 1 when a figure of any run is outside its threshold, so a scheduled job goes red",
     )
     parser.set_defaults(handler=report_command)
 
@@ -149,4 +163,4 @@ def report_command(args: argparse.Namespace) -> int:
         print(f"threshold crossed: {crossing.describe()}")
     print(f"runs: {len(history.runs)}, skipped folders: {len(history.skipped)}, crossings: {len(crossings)}")
     print(f"report: {output}")
-    return 0
+    return 1 if crossings and args.fail_on_crossing else 0

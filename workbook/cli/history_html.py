@@ -12,13 +12,14 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from workbook.cli.history import History, HistoryRun
-from workbook.cli.matrix import point_label
+from workbook.cli.history import History, HistoryRun, entry_label
 from workbook.cli.metrics import NotebookMetrics
 from workbook.cli.report import REPORT_HTML, failure_html
 from workbook.cli.thresholds import Threshold, Thresholds
+from workbook.figures import value_with_unit
 
 CROSSED_MARK = "\u25b2"  # a triangle beside a figure outside its threshold
+DEFAULTS_LABEL = "defaults"  # the label of runs that set no parameter
 _PLOT_COLUMNS = 2
 _PLOT_CELL_INCHES = (5.0, 3.0)
 
@@ -86,12 +87,12 @@ def _figures_table(
     page_dir: Path,
     limits: dict[str, Threshold],
 ) -> str:
-    header = "".join(f"<th>{_e(name)}</th>" for name in ["Run", "Sweep point", "Status", *names])
+    header = "".join(f"<th>{_e(name)}</th>" for name in ["Run", "Parameters", "Status", *names])
     rows = []
     for run, entry in entries:
         cells = [
             f"<td>{_e(run.metrics.run_id)}</td>",
-            f"<td>{_e(point_label(entry.sweep))}</td>",
+            f"<td>{_e(entry_label(entry) or DEFAULTS_LABEL)}</td>",
             f"<td>{_status_cell(run, entry, page_dir)}</td>",
         ]
         cells += [_figure_cell(entry.figures.get(name), limits.get(name)) for name in names]
@@ -109,7 +110,7 @@ def _status_cell(run: HistoryRun, entry: NotebookMetrics, page_dir: Path) -> str
 def _figure_cell(figure: dict[str, Any] | None, threshold: Threshold | None) -> str:
     if figure is None:
         return "<td></td>"
-    text = _e(f"{figure['value']}{' ' + figure['unit'] if figure.get('unit') else ''}")
+    text = _e(value_with_unit(figure))
     if threshold is None or not threshold.crossed(figure["value"]):
         return f"<td>{text}</td>"
     title = _e(f"outside the threshold: expected {threshold.describe()}")
@@ -166,11 +167,11 @@ def _plot_figure(
     for run, entry in entries:
         value = entry.figures.get(name, {}).get("value")
         if _is_number(value):
-            series.setdefault(point_label(entry.sweep), []).append((run_index[run.metrics.run_id], value))
+            series.setdefault(entry_label(entry), []).append((run_index[run.metrics.run_id], value))
 
     for label, points in series.items():
         xs, ys = zip(*points, strict=True)
-        axis.plot(xs, ys, marker="o", label=label or "defaults")
+        axis.plot(xs, ys, marker="o", label=label or DEFAULTS_LABEL)
         crossed = [(x, y) for x, y in points if threshold is not None and threshold.crossed(y)]
         if crossed:
             axis.scatter(*zip(*crossed, strict=True), s=140, marker="x", color="red", zorder=3)
