@@ -198,16 +198,19 @@ class Orchestrator:
     # -- tables -----------------------------------------------------------------------------------
 
     def saga_table(self) -> pd.DataFrame:
-        """Return every saga with its status, current step, attempt and last reason (SAGA_COLUMNS)."""
+        """Return every saga with its status, current step, attempt and last reason (SAGA_COLUMNS).
+
+        A saga at no step, or without a reason, has an empty text there, so tables show no None or NaN.
+        """
         rows = [
             (
                 r.saga_id,
                 r.saga_type,
                 str(r.status),
-                r.current_step,
+                r.current_step or "",
                 r.attempt,
                 ", ".join(r.completed_steps),
-                r.reason,
+                r.reason or "",
             )
             for r in self.store.sagas()
         ]
