@@ -34,7 +34,7 @@ def test_controls_name_their_units(panel: DeadLetterPanel):
     assert panel.poison_rate.description == "Poison rate (%)"
     assert panel.processing.description == "Processing (s)"
     assert "30 s" in panel.lock_label.value
-    assert panel.count.description == "Messages"
+    assert panel.count.description == "Messages (count)"
 
 
 def test_poison_orders_reach_dead_letter_queue(panel: DeadLetterPanel):

@@ -56,7 +56,7 @@ class DeadLetterPanel:
         self.lock_label = widgets.HTML(
             f"<span style='white-space:nowrap'>lock duration: <b>{self.lock_seconds:g} s</b></span>"
         )
-        self.count = widgets.IntSlider(value=10, min=1, max=MAX_MESSAGES, description="Messages")
+        self.count = widgets.IntSlider(value=10, min=1, max=MAX_MESSAGES, description="Messages (count)")
         self.button = widgets.Button(
             description="Inject",
             button_style="danger",
