@@ -46,7 +46,8 @@ class UnsupportedDocumentError(EsbError):
         where = f"in namespace {namespace!r}" if namespace else "without a namespace"
         super().__init__(
             f"{source}: root element {root!r} {where} is not a supported UBL document. "
-            f"Expected one of {', '.join(supported)} in the UBL 2.1 namespace of that document type."
+            f"Send one of {', '.join(supported)} in the UBL 2.1 namespace of that document type, or add a "
+            "schema and a route for this one."
         )
 
 
@@ -58,7 +59,9 @@ class InvalidDocumentError(EsbError):
         self.field = field
         self.value = value
         self.detail = detail
-        super().__init__(f"{source}: invalid {field} {value!r}: {detail}.")
+        super().__init__(
+            f"{source}: invalid {field} {value!r}: {detail}. Correct it and send the document again."
+        )
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,7 @@ OUTCOME_COLUMNS = ("message_id", "document", "outcome", "reason", "description",
 SEND_TIMEOUT_SECONDS = 10.0
 RECEIVE_WAIT_SECONDS = 1.0
 DEFAULT_MAX_MESSAGES = 500
+SCHEMA_NEXT_STEP = "Fix each listed value and send the document again."
 
 # Body format errors: the sender must change how it serializes or labels the document.
 _FORMAT_ERRORS = (
@@ -158,11 +159,12 @@ def rejection_reason(error: EsbError) -> str:
 def describe(error: EsbError, source: str) -> str:
     """Describe a failed check for a dead-letter description, without the source name that errors start with.
 
-    A schema failure lists every problem as ``path: message (rule)``, separated by semicolons.
+    A schema failure lists every problem as ``path: message (rule)``, separated by semicolons, and
+    ends with what to do.
     """
     if isinstance(error, SchemaValidationError):
         problems = "; ".join(str(problem) for problem in error.problems)
-        return f"{error.document_type} failed schema validation: {problems}"
+        return f"{error.document_type} failed schema validation: {problems}. {SCHEMA_NEXT_STEP}"
 
     return str(error).removeprefix(f"{source}: ")
 
@@ -185,7 +187,10 @@ def unrouted_description(decision: RoutingDecision) -> str:
     if not by_route:
         return f"no route matched {found}. Add a route for it to the routing rules."
     failures = "; ".join(f"route {route}: {', '.join(items)}" for route, items in by_route.items())
-    return f"no route matched {found}: {failures}"
+    return (
+        f"no route matched {found}: {failures}. Correct the document's value, or add a route for it to the "
+        "routing rules."
+    )
 
 
 # -- producer side --------------------------------------------------------------------------------
@@ -449,8 +454,12 @@ def send_documents(
 
 
 def send_inbound(sender: ServiceBusSender, messages: Sequence[ServiceBusMessage]) -> int:
-    """Send messages to the inbound queue in as few batches as fit, and return the batch count."""
+    """Send messages to the inbound queue in as few batches as fit, and return the batch count.
+
+    Raises PipelineError, before anything is sent, when one message is larger than a batch allows.
+    """
     pending = list(messages)
+    _check_each_fits(sender, pending)
     batches = 0
     while pending:
         batch = sender.create_message_batch()
@@ -460,15 +469,22 @@ def send_inbound(sender: ServiceBusSender, messages: Sequence[ServiceBusMessage]
             except ValueError:  # the SDK's signal that the batch is full
                 break
             pending.pop(0)
-        if len(batch) == 0:
-            raise PipelineError(
-                f"message {pending[0].message_id!r} is larger than one batch allows; nothing more was sent. "
-                "Store the document elsewhere and send a reference to it."
-            )
         sender.send_messages(batch, timeout=SEND_TIMEOUT_SECONDS)
         batches += 1
 
     return batches
+
+
+def _check_each_fits(sender: ServiceBusSender, messages: Sequence[ServiceBusMessage]) -> None:
+    # Checked before anything is sent, so an oversized message never leaves a list half sent.
+    for message in messages:
+        try:
+            sender.create_message_batch().add_message(message)
+        except ValueError as error:
+            raise PipelineError(
+                f"message {message.message_id!r} is larger than one batch allows ({error}); nothing was "
+                "sent. Store the document elsewhere and send a reference to it."
+            ) from error
 
 
 def _body(message: ServiceBusReceivedMessage, source: str) -> bytes:

@@ -38,6 +38,8 @@ from workbook.esb.errors import (
 
 logger = logging.getLogger(__name__)
 
+_ENCODING_DECLARATION = re.compile(rb"\s*<\?xml[^>]*?\bencoding\s*=\s*[\"']([A-Za-z0-9._-]+)[\"']")
+
 CAC = "urn:oasis:names:specification:ubl:schema:xsd:CommonAggregateComponents-2"
 CBC = "urn:oasis:names:specification:ubl:schema:xsd:CommonBasicComponents-2"
 NAMESPACES = {"cac": CAC, "cbc": CBC}
@@ -167,15 +169,23 @@ def read_documents(folder: Path) -> list[CanonicalMessage]:
 def _parse_root(data: bytes, name: str) -> ElementTree.Element:
     # Bytes, not text, go to the parser so that the encoding in the XML declaration is honoured
     # (some Peppol examples are ISO-8859-1).
-    with translate_xml_errors(name):
+    with translate_xml_errors(name, data):
         return SafeElementTree.fromstring(data, forbid_dtd=True, forbid_entities=True, forbid_external=True)
 
 
 @contextmanager
-def translate_xml_errors(name: str) -> Iterator[None]:
-    """Turn defusedxml's and ElementTree's parse errors into UnsafeXmlError and MalformedDocumentError."""
+def translate_xml_errors(name: str, data: bytes | None = None) -> Iterator[None]:
+    """Turn defusedxml's and ElementTree's parse errors into UnsafeXmlError and MalformedDocumentError.
+
+    Given the parsed `data`, the error for a byte that is invalid in the declared encoding names that byte.
+    """
     try:
         yield
+    except LookupError as error:
+        # Raised by the parser for an encoding name that Python does not know.
+        declared = (declared_encoding(data) if data is not None else None) or str(error)
+        detail = f"the XML declaration names the unknown encoding {declared!r}; declare UTF-8"
+        raise MalformedDocumentError(name, 1, 1, detail) from error
     except defusedxml.DTDForbidden as error:
         raise UnsafeXmlError(name, f"it contains a DOCTYPE declaration ({error.name!r})") from error
     except defusedxml.EntitiesForbidden as error:
@@ -186,8 +196,33 @@ def translate_xml_errors(name: str) -> Iterator[None]:
         raise UnsafeXmlError(name, str(error)) from error
     except ElementTree.ParseError as error:
         line, offset = error.position
-        detail = str(error).split(":", 1)[0]
+        detail = _encoding_problem(data) or str(error).split(":", 1)[0]
         raise MalformedDocumentError(name, line, offset + 1, detail) from error
+
+
+def declared_encoding(data: bytes) -> str | None:
+    """Return the encoding that the XML declaration of `data` names, such as "ISO-8859-1", or None."""
+    match = _ENCODING_DECLARATION.match(data)
+    return match.group(1).decode("ascii") if match else None
+
+
+def _encoding_problem(data: bytes | None) -> str | None:
+    # Expat reports a byte that is invalid in the declared encoding only as an "invalid token".
+    if data is None or data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return None
+    encoding = declared_encoding(data) or "UTF-8"
+    try:
+        data.decode(encoding)
+    except UnicodeDecodeError as error:
+        byte = data[error.start]
+        return (
+            f"byte 0x{byte:02x} at offset {error.start} is not valid {encoding}, the encoding the XML "
+            f"declaration names (UTF-8 when it names none); re-encode the document as {encoding} or "
+            "declare the encoding it is written in"
+        )
+    except LookupError:
+        return None
+    return None
 
 
 def _document_type(root: ElementTree.Element, name: str) -> str:

@@ -18,6 +18,7 @@ from pathlib import Path
 from workbook.clock import get_clock
 from workbook.eventstore.errors import EventDeserializationError, StoreUnavailableError
 from workbook.eventstore.events import RecordedEvent
+from workbook.sqlite_advice import next_step
 
 logger = logging.getLogger(__name__)
 
@@ -333,7 +334,6 @@ def _quarantined(projection: str, row: tuple) -> QuarantinedEvent:
 
 def _unavailable(operation: str, path: str, error: sqlite3.Error) -> StoreUnavailableError:
     return StoreUnavailableError(
-        f"Projection database {path!r}: {operation} failed: {error}. A 'database is locked' error means "
-        "another process held the write lock past the busy timeout: retry, or raise busy_timeout.",
+        f"Projection database {path!r}: {operation} failed: {error}. {next_step(path, error)}",
         operation=operation,
     )

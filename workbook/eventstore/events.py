@@ -30,8 +30,46 @@ class DomainEvent:
 
     @classmethod
     def from_payload(cls, payload: Mapping[str, Any]) -> DomainEvent:
-        """Create the event from a payload at the current schema version. Raises TypeError on wrong fields."""
+        """Create the event from a payload at the current schema version.
+
+        Raises TypeError on missing or unknown fields, and on a value whose JSON type differs from the
+        field's annotation (see `check_field_types`).
+        """
+        check_field_types(cls, payload)
         return cls(**payload)
+
+
+# JSON types that a field annotated with one of these names accepts. Other annotations are not checked.
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "str": (str,),
+    "int": (int,),
+    "float": (int, float),
+    "bool": (bool,),
+}
+
+
+def check_field_types(event_class: type[DomainEvent], payload: Mapping[str, Any]) -> None:
+    """Raise TypeError naming the field when a payload value does not have its field's annotated type.
+
+    Checks fields annotated as str, int, float or bool, optionally with ``| None``. A dataclass takes
+    any value, so without this check a payload such as ``"line_count": "many"`` would load unnoticed.
+    """
+    for field in dataclasses.fields(event_class):
+        if field.name not in payload:
+            continue
+        declared = field.type.__name__ if isinstance(field.type, type) else str(field.type)
+        annotation = declared.replace(" ", "")
+        optional = annotation.endswith("|None")
+        accepted = _JSON_TYPES.get(annotation.removesuffix("|None"))
+        value = payload[field.name]
+        if accepted is None or (optional and value is None):
+            continue
+        wrong_bool = isinstance(value, bool) and bool not in accepted
+        if wrong_bool or not isinstance(value, accepted):
+            raise TypeError(
+                f"field {field.name!r} of {event_class.__name__} is {value!r}, a JSON "
+                f"{type(value).__name__}, but the class declares {declared}"
+            )
 
 
 def event_type_name(event_class: type[DomainEvent]) -> str:

@@ -443,7 +443,7 @@ def _placed(message: CanonicalMessage, issue_date: str) -> OrderPlaced:
 
 
 def _parse(data: bytes, name: str) -> ElementTree.Element:
-    with translate_xml_errors(name):
+    with translate_xml_errors(name, data):
         return SafeElementTree.fromstring(data, forbid_dtd=True, forbid_entities=True, forbid_external=True)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from workbook.clock import get_clock
 from workbook.eventstore.errors import (
     EventDecodingError,
+    InvalidEventError,
     MissingUpcasterError,
     RegistrationError,
     UnknownEventTypeError,
@@ -25,6 +26,7 @@ from workbook.eventstore.events import (
     EventMetadata,
     NewEvent,
     RecordedEvent,
+    check_field_types,
     event_type_name,
 )
 
@@ -163,6 +165,16 @@ class EventRegistry:
                 event_type=name,
             )
 
+        payload = event.to_payload()
+        try:
+            check_field_types(event_class, payload)
+        except TypeError as error:
+            raise InvalidEventError(
+                f"Cannot encode {event_class.__qualname__}: {error}. Create the event with values of the "
+                "declared types.",
+                stream_id="",
+            ) from error
+
         causation_id = caused_by.event_id if caused_by else None
         if correlation_id is None and caused_by is not None:
             correlation_id = caused_by.correlation_id or caused_by.event_id
@@ -171,7 +183,7 @@ class EventRegistry:
             event_id=event_id or self._id_factory(),
             event_type=name,
             schema_version=event_class.schema_version,
-            payload=json.dumps(event.to_payload(), ensure_ascii=False),
+            payload=json.dumps(payload, ensure_ascii=False),
             occurred_at=get_clock().now(),
             correlation_id=correlation_id,
             causation_id=causation_id,

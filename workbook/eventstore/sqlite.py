@@ -13,6 +13,7 @@ from pathlib import Path
 from workbook.eventstore.errors import ConcurrencyError, StoreUnavailableError
 from workbook.eventstore.events import NewEvent, RecordedEvent
 from workbook.eventstore.store import EventStore, check_append, check_range
+from workbook.sqlite_advice import next_step
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +75,10 @@ class SQLiteEventStore(EventStore):
         self._memory_connection: sqlite3.Connection | None = None
         self._closed = False
         with self._connection() as connection:
-            connection.executescript(_SCHEMA)
+            try:
+                connection.executescript(_SCHEMA)
+            except sqlite3.DatabaseError as error:
+                raise _unavailable("open", None, error, self._path) from error
 
     def __repr__(self) -> str:
         return f"SQLiteEventStore({self._path!r})"
@@ -91,8 +95,8 @@ class SQLiteEventStore(EventStore):
                 # Only a writer that bypasses BEGIN IMMEDIATE can get here, but the key still decides.
                 actual = _stream_version(connection, stream_id)
                 raise ConcurrencyError(stream_id, expected_version, actual) from error
-            except sqlite3.OperationalError as error:
-                raise _unavailable("append", stream_id, error) from error
+            except sqlite3.DatabaseError as error:
+                raise _unavailable("append", stream_id, error, self._path) from error
 
     def read_stream(
         self, stream_id: str, *, from_version: int = 1, limit: int | None = None
@@ -165,8 +169,8 @@ class SQLiteEventStore(EventStore):
         with self._connection() as connection:
             try:
                 return connection.execute(query, parameters).fetchall()
-            except sqlite3.OperationalError as error:
-                raise _unavailable("read", stream_id, error) from error
+            except sqlite3.DatabaseError as error:
+                raise _unavailable("read", stream_id, error, self._path) from error
 
     @contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
@@ -198,10 +202,15 @@ class SQLiteEventStore(EventStore):
             connection = sqlite3.connect(
                 self._path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
             )
-        except sqlite3.OperationalError as error:
-            raise _unavailable("connect", None, error) from error
+        except sqlite3.DatabaseError as error:
+            raise _unavailable("connect", None, error, self._path) from error
         if self._path != MEMORY:
-            connection.execute("PRAGMA journal_mode=WAL")
+            try:
+                connection.execute("PRAGMA journal_mode=WAL")
+            except sqlite3.DatabaseError as error:
+                # SQLite reads the file's header here first, so this is where a damaged file shows.
+                connection.close()
+                raise _unavailable("open", None, error, self._path) from error
         with self._connections_lock:
             self._connections.append(connection)
         return connection
@@ -256,11 +265,12 @@ def _recorded_in_stream(stream_id: str, rows: list[tuple]) -> list[RecordedEvent
     return [RecordedEvent(*row[:4], parse(row[4]), stream_id, *row[5:]) for row in rows]
 
 
-def _unavailable(operation: str, stream_id: str | None, error: sqlite3.Error) -> StoreUnavailableError:
+def _unavailable(
+    operation: str, stream_id: str | None, error: sqlite3.Error, path: str
+) -> StoreUnavailableError:
     where = f" on stream {stream_id!r}" if stream_id else ""
     return StoreUnavailableError(
-        f"SQLite {operation}{where} failed: {error}. A 'database is locked' error means another writer "
-        "held the lock past the busy timeout: retry, or raise busy_timeout.",
+        f"SQLite {operation}{where} in {path} failed: {error}. {next_step(path, error)}",
         operation=operation,
         stream_id=stream_id,
     )

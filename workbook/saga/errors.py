@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+MAX_SHOWN_VALUE = 80  # characters of a value that an error message quotes
+
 
 class SagaError(Exception):
     """Root of every error raised by `workbook.saga`."""
@@ -85,4 +87,21 @@ class SagaMessageError(SagaError):
         super().__init__(
             f"message {message_id!r} has no {missing!r} application property, so it cannot be matched to a "
             "saga step: send it with workbook.saga.messages.command_message or reply_message."
+        )
+
+
+class InvalidSagaMessageError(SagaError, ValueError):
+    """Error for a saga message whose property, content type or body the saga protocol cannot read.
+
+    `name` is the property (or "content type", "body"), `value` what the message carried.
+    """
+
+    def __init__(self, message_id: str | None, name: str, value: Any, expected: str) -> None:
+        self.message_id = message_id
+        self.name = name
+        self.value = value
+        quoted = repr(value) if len(repr(value)) <= MAX_SHOWN_VALUE else f"{repr(value)[:MAX_SHOWN_VALUE]}..."
+        super().__init__(
+            f"message {message_id!r} has the {name} {quoted}, but the saga protocol expects {expected}: "
+            "send it with workbook.saga.messages.command_message or reply_message."
         )

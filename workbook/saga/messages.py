@@ -11,11 +11,11 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from azure.servicebus import ServiceBusMessage, ServiceBusReceivedMessage
 
-from workbook.saga.errors import SagaMessageError
+from workbook.saga.errors import MAX_SHOWN_VALUE, InvalidSagaMessageError, SagaMessageError
 from workbook.saga.records import OutgoingMessage
 
 SAGA_ID = "saga_id"
@@ -28,6 +28,9 @@ OUTCOME = "outcome"
 DETAIL = "detail"
 PARTICIPANT = "participant"
 AT = "at"  # package-clock time (ISO 8601) the message was sent, or is due for a scheduled one
+JSON_CONTENT_TYPE = "application/json"
+
+StrEnumT = TypeVar("StrEnumT", bound=StrEnum)
 
 
 class Phase(StrEnum):
@@ -170,27 +173,80 @@ def to_sdk_message(message: OutgoingMessage) -> ServiceBusMessage:
 
 
 def decode(message: ServiceBusReceivedMessage) -> SagaSignal:
-    """Decode a received saga message. Raises SagaMessageError when a protocol property is missing."""
+    """Decode a received saga message.
+
+    Raises SagaMessageError when a protocol property is missing, and InvalidSagaMessageError (also a
+    ValueError) when a property, the content type or the body cannot be read.
+    """
     properties = {_text(key): _text(value) for key, value in (message.application_properties or {}).items()}
     message_id = str(message.message_id) if message.message_id is not None else None
     for name in (KIND, SAGA_ID, STEP, PHASE, ATTEMPT):
         if name not in properties:
             raise SagaMessageError(message_id, name)
+    for name in (SAGA_ID, STEP):
+        if not str(properties[name]).strip():
+            raise InvalidSagaMessageError(message_id, name, properties[name], "a non-empty text")
     outcome = properties.get(OUTCOME)
     return SagaSignal(
-        kind=MessageKind(properties[KIND]),
-        saga_id=properties[SAGA_ID],
-        step=properties[STEP],
-        phase=Phase(properties[PHASE]),
-        attempt=int(properties[ATTEMPT]),
+        kind=_member(MessageKind, KIND, properties[KIND], message_id),
+        saga_id=str(properties[SAGA_ID]),
+        step=str(properties[STEP]),
+        phase=_member(Phase, PHASE, properties[PHASE], message_id),
+        attempt=_attempt(properties[ATTEMPT], message_id),
         message_id=message_id or "",
-        outcome=ReplyOutcome(outcome) if outcome else None,
+        outcome=_member(ReplyOutcome, OUTCOME, outcome, message_id) if outcome else None,
         detail=properties.get(DETAIL, ""),
         participant=properties.get(PARTICIPANT, ""),
         subject=str(message.subject or ""),
-        body=b"".join(message.body).decode("utf-8", errors="replace"),
-        at=datetime.fromisoformat(properties[AT]) if AT in properties else None,
+        body=_json_body(message, message_id),
+        at=_time(properties[AT], message_id) if AT in properties else None,
     )
+
+
+def _member(kind: type[StrEnumT], name: str, value: Any, message_id: str | None) -> StrEnumT:
+    try:
+        return kind(value)
+    except ValueError:
+        expected = "one of " + ", ".join(repr(str(member)) for member in kind)
+        raise InvalidSagaMessageError(message_id, f"{name!r} property", value, expected) from None
+
+
+def _attempt(value: Any, message_id: str | None) -> int:
+    try:
+        attempt = int(value)
+    except (TypeError, ValueError):
+        attempt = 0
+    if attempt < 1 or isinstance(value, bool | float):
+        raise InvalidSagaMessageError(message_id, f"{ATTEMPT!r} property", value, "an integer from 1 on")
+    return attempt
+
+
+def _time(value: Any, message_id: str | None) -> datetime:
+    try:
+        return datetime.fromisoformat(str(value))
+    except ValueError:
+        raise InvalidSagaMessageError(
+            message_id, f"{AT!r} property", value, "an ISO 8601 time such as 2024-03-04T10:00:00+00:00"
+        ) from None
+
+
+def _json_body(message: ServiceBusReceivedMessage, message_id: str | None) -> str:
+    """Return the body as text after checking that it is empty or a JSON object sent as application/json."""
+    content_type = (message.content_type or "").split(";", 1)[0].strip().lower()
+    if content_type and content_type != JSON_CONTENT_TYPE:
+        raise InvalidSagaMessageError(message_id, "content type", message.content_type, JSON_CONTENT_TYPE)
+
+    data = b"".join(message.body)
+    try:
+        body = data.decode("utf-8")
+        parsed = json.loads(body) if body.strip() else {}
+    except ValueError as error:  # UnicodeDecodeError and JSONDecodeError are both ValueErrors
+        raise InvalidSagaMessageError(
+            message_id, "body", data[:MAX_SHOWN_VALUE], f"a JSON object in UTF-8 ({error})"
+        ) from None
+    if not isinstance(parsed, dict):
+        raise InvalidSagaMessageError(message_id, "body", body[:MAX_SHOWN_VALUE], "a JSON object")
+    return body
 
 
 def _properties(

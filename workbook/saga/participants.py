@@ -22,10 +22,19 @@ from azure.servicebus.exceptions import ServiceBusError
 from workbook.clock import get_clock
 from workbook.observability.http import http_server_span, record_response
 from workbook.observability.propagation import continue_trace, inject_message_context
-from workbook.saga.errors import SagaDefinitionError, SagaMessageError
+from workbook.saga.errors import InvalidSagaMessageError, SagaDefinitionError, SagaMessageError
 from workbook.saga.ledger import EffectLedger
 from workbook.saga.links import dead_letter, has_due_message, open_receiver, settle
-from workbook.saga.messages import Phase, ReplyOutcome, SagaQueues, SagaSignal, decode, reply_message
+from workbook.saga.messages import (
+    KIND,
+    MessageKind,
+    Phase,
+    ReplyOutcome,
+    SagaQueues,
+    SagaSignal,
+    decode,
+    reply_message,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -214,6 +223,14 @@ class Participant:
     def _handle(self, receiver: ServiceBusReceiver, message: ServiceBusReceivedMessage) -> None:
         try:
             command = decode(message)
+            if command.kind is not MessageKind.COMMAND:
+                raise InvalidSagaMessageError(
+                    command.message_id,
+                    f"{KIND!r} property",
+                    str(command.kind),
+                    f"{MessageKind.COMMAND!r} on the participant queue {self.queue!r} (replies go to "
+                    f"{self.queues.replies!r}, deadlines and retries to {self.queues.timeouts!r})",
+                )
         except (SagaMessageError, ValueError) as error:
             dead_letter(receiver, message, UNREADABLE_COMMAND, error)
             return

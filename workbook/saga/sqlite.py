@@ -20,6 +20,7 @@ from workbook.saga.errors import (
 )
 from workbook.saga.records import OutboxEntry, OutgoingMessage, SagaRecord, Transition
 from workbook.saga.store import SagaStore
+from workbook.sqlite_advice import next_step
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ class SQLiteSagaStore(SagaStore):
                 self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(_SCHEMA)
         except sqlite3.Error as error:
-            raise _unavailable("open", None, error) from error
+            raise _unavailable("open", None, error, self._path) from error
         self._closed = False
 
     def __repr__(self) -> str:
@@ -220,7 +221,7 @@ class SQLiteSagaStore(SagaStore):
             try:
                 yield self._db
             except sqlite3.Error as error:
-                raise _unavailable(operation, saga_id, error) from error
+                raise _unavailable(operation, saga_id, error, self._path) from error
 
     @contextmanager
     def _write(self, operation: str, saga_id: str | None) -> Iterator[sqlite3.Connection]:
@@ -352,11 +353,12 @@ def _conflict(db: sqlite3.Connection, saga_id: str, expected: int) -> Exception:
     return SagaConcurrencyError(saga_id, expected, row[0])
 
 
-def _unavailable(operation: str, saga_id: str | None, error: sqlite3.Error) -> SagaStoreUnavailableError:
+def _unavailable(
+    operation: str, saga_id: str | None, error: sqlite3.Error, path: str
+) -> SagaStoreUnavailableError:
     where = f" of saga {saga_id!r}" if saga_id else ""
     return SagaStoreUnavailableError(
-        f"SQLite {operation}{where} failed: {error}. A 'database is locked' error means another writer "
-        "held the lock past the busy timeout: retry, or raise busy_timeout.",
+        f"SQLite {operation}{where} in {path} failed: {error}. {next_step(path, error)}",
         operation=operation,
         saga_id=saga_id,
     )

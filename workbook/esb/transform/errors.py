@@ -126,7 +126,11 @@ class CanonicalFormError(TransformationError):
     def __init__(self, source: str, path: str, reason: str) -> None:
         self.path = path
         self.reason = reason
-        super().__init__(source, f"canonical JSON at {path}: {reason}.")
+        super().__init__(
+            source,
+            f"canonical JSON at {path}: {reason}. Send JSON in the canonical form that xml_to_canonical "
+            "writes, or send the UBL XML document instead.",
+        )
 
 
 _CONTENT_TYPES = {"XML": "application/xml", "JSON": "application/json"}

@@ -70,7 +70,7 @@ def parse_xml(data: bytes, source: str) -> tuple[ElementTree.Element, list[tuple
     )
 
     # Bytes go to the parser, so that the encoding in the XML declaration is honoured.
-    with translate_xml_errors(source):
+    with translate_xml_errors(source, data):
         parser.feed(data)
         root = parser.close()
 
