@@ -36,7 +36,7 @@ from azure.servicebus import ServiceBusClient, ServiceBusMessage
 from azure.servicebus.exceptions import MessageSizeExceededError
 from results_page import cpu_model, rewrite_section
 
-from workbook.config import DEFAULT_KEY_NAME, EMULATOR_KEY, ServiceBusConnectionString
+from workbook.config import DEFAULT_KEY_NAME, ServiceBusConnectionString, emulator_key
 
 logger = logging.getLogger("benchmarks.throughput")
 
@@ -132,8 +132,9 @@ class ServerProcess:
     @property
     def connection_string(self) -> str:
         """The SDK connection string. It carries the emulator key, so this script never prints it."""
+        # The server process inherits WORKBOOK_EMULATOR_KEY, so both sides read the same key.
         return ServiceBusConnectionString.for_emulator(
-            HOST, self.port, DEFAULT_KEY_NAME, EMULATOR_KEY
+            HOST, self.port, DEFAULT_KEY_NAME, emulator_key()
         ).to_sdk_string()
 
     def stop(self) -> None:

@@ -9,6 +9,7 @@ reason. Mark a test that needs the local engine or its virtual clock with ``@pyt
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -27,9 +28,10 @@ from azure.servicebus import (
     ServiceBusSubQueue,
 )
 from azure.servicebus.exceptions import OperationTimeoutError
+from canary import CANARY_EMULATOR_KEY
 
 from workbook.clock import Clock, VirtualClock
-from workbook.config import ServiceBusConnectionString, load_settings
+from workbook.config import EMULATOR_KEY_VARIABLE, ServiceBusConnectionString, load_settings
 from workbook.servicebus import (
     EmulatorConfig,
     LocalServiceBusEmulator,
@@ -40,6 +42,11 @@ from workbook.servicebus import (
 from workbook.servicebus.entities import SubscriptionProperties
 
 logger = logging.getLogger(__name__)
+
+# Every emulator of the session, in this process, in notebook kernels and in `workbook` subprocesses,
+# uses a canary key, so that test_secret_canary.py and notebook_runs.py can tell a leaked key from any
+# other text. It is set before any test module is imported, and it replaces any value the caller set.
+os.environ[EMULATOR_KEY_VARIABLE] = CANARY_EMULATOR_KEY
 
 CONTRACT_CONFIG = Path(__file__).parent / "servicebus_contract" / "Config.json"
 LIVE_SKIP_REASON = (

@@ -1,6 +1,8 @@
 """Run one notebook through `workbook run`, as a scheduled run does, and read back its report entry.
 
-The notebook tests import this module rather than each repeating the run-and-read steps.
+The notebook tests import this module rather than each repeating the run-and-read steps. Every run is
+also a secret-canary check: the session's emulators use a canary key (conftest.py), and a run whose folder
+contains it anywhere fails.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from canary import assert_no_canary
 
 from workbook.cli.main import main
 
@@ -33,7 +37,11 @@ class NotebookRun:
 
 
 def run_notebook(number: str, output: Path, **parameters: object) -> NotebookRun:
-    """Run notebook `number` into a new folder under `output`, with papermill parameters by name."""
+    """Run notebook `number` into a new folder under `output`, with papermill parameters by name.
+
+    Fails, naming the file and line, when the run folder (executed notebook, reports, run.json,
+    metrics.json, logs) contains a canary key, whether the notebook passed or not.
+    """
     arguments = ["run", "--notebook", number, "--output-dir", str(output)]
     for name, value in parameters.items():
         arguments += ["-p", name, str(value)]
@@ -41,5 +49,6 @@ def run_notebook(number: str, output: Path, **parameters: object) -> NotebookRun
     status = main(arguments)
 
     (folder,) = [path for path in output.iterdir() if path.is_dir()]
+    assert_no_canary(folder)
     (report,) = json.loads((folder / "run.json").read_text())["notebooks"]
     return NotebookRun(status, folder, report)

@@ -438,6 +438,35 @@ def test_doctor_passes_for_local_target_without_showing_key(
     assert "started on demand" in output.out
 
 
+def test_doctor_names_the_emulator_key_in_use(
+    clean_settings: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clean_settings.delenv("WORKBOOK_EMULATOR_KEY", raising=False)
+    main(["doctor"])
+    clean_settings.setenv("WORKBOOK_EMULATOR_KEY", FAKE_KEY)
+    main(["doctor"])
+    output = capsys.readouterr().out
+
+    assert "the published development key" in output
+    assert "your own key (WORKBOOK_EMULATOR_KEY)" in output
+    assert FAKE_KEY not in output
+
+
+def test_doctor_fails_for_invalid_emulator_key(
+    clean_settings: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clean_settings.setenv("WORKBOOK_EMULATOR_KEY", "not base64!")
+
+    exit_status = main(["doctor"])
+    output = capsys.readouterr().out
+
+    assert exit_status == 1
+    assert re.search(
+        r"^local emulator\s+FAIL\s+WORKBOOK_EMULATOR_KEY is not valid base64", output, re.MULTILINE
+    )
+    assert "not base64!" not in output
+
+
 @pytest.mark.parametrize("package", ["azure-servicebus", "azure-cosmos", "python-qpid-proton", "papermill"])
 def test_doctor_lists_package_versions(
     clean_settings: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], package: str

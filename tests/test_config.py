@@ -16,7 +16,9 @@ import pytest
 from azure.servicebus import ServiceBusClient
 
 from workbook.config import (
+    DEFAULT_KEY_NAME,
     EMULATOR_KEY,
+    EMULATOR_KEY_VARIABLE,
     ConfigError,
     ConnectionStringError,
     SecretMaskingFilter,
@@ -24,6 +26,7 @@ from workbook.config import (
     Settings,
     Target,
     UnknownTargetError,
+    emulator_key,
     install_secret_masking,
     load_settings,
     mask_secrets,
@@ -32,6 +35,7 @@ from workbook.config import (
     register_secret,
     validate_connection_string,
 )
+from workbook.config.masking import quote_value
 
 # Realistic secrets: an Azure Service Bus key is base64 of 32 bytes (44 characters), a Cosmos DB key
 # base64 of 64 bytes (88 characters).
@@ -204,8 +208,46 @@ def test_for_emulator_builds_emulator_string() -> None:
     assert built.port == 40123
     assert built.use_development_emulator is True
     assert built.shared_access_key_name == "RootManageSharedAccessKey"
-    assert built.shared_access_key == EMULATOR_KEY
+    assert built.shared_access_key == emulator_key()
     assert built.to_sdk_string().endswith(";UseDevelopmentEmulator=true")
+
+
+@pytest.mark.parametrize("environ", [{}, {EMULATOR_KEY_VARIABLE: ""}], ids=["unset", "empty"])
+def test_emulator_key_defaults_to_published_key(environ: dict[str, str]) -> None:
+    assert emulator_key(environ) == EMULATOR_KEY
+
+
+def test_emulator_key_reads_variable_and_masks_it() -> None:
+    own_key = base64.b64encode(b"emulator key of the user's own!!").decode()
+
+    assert emulator_key({EMULATOR_KEY_VARIABLE: own_key}) == own_key
+    assert mask_secrets(f"key {own_key}") == "key ***"
+
+
+@pytest.mark.parametrize(
+    "value", ["sb://myns.servicebus.windows.net/", "sb://127.0.0.1:5672", DEFAULT_KEY_NAME, "True", "azure"]
+)
+def test_quote_value_shows_ordinary_value(value: str) -> None:
+    assert quote_value(value) == repr(value)
+
+
+def test_quote_value_hides_key_shaped_value() -> None:
+    shown = quote_value(f"sb://{KEY}", limit=20)
+
+    assert KEY[:20] not in shown
+    assert f"{len(KEY) + 5} characters" in shown
+
+
+def test_emulator_key_rejects_non_base64() -> None:
+    value = "not base64; " + KEY
+
+    with pytest.raises(ConfigError) as raised:
+        emulator_key({EMULATOR_KEY_VARIABLE: value})
+
+    message = str(raised.value)
+    assert EMULATOR_KEY_VARIABLE in message
+    assert "openssl rand -base64 32" in message
+    assert KEY not in message
 
 
 def test_for_emulator_accepts_ipv6_and_entity_path() -> None:
@@ -481,6 +523,32 @@ def test_repr_and_str_mask_key() -> None:
     assert "SharedAccessKey=***" in str(parsed)
     assert repr(parsed).startswith("ServiceBusConnectionString('Endpoint=sb://myns.servicebus.windows.net/;")
     assert KEY in parsed.to_sdk_string()
+
+
+@pytest.mark.parametrize("setting", ["EntityPath", "SharedAccessKeyName"])
+def test_key_pasted_into_another_setting_is_masked(setting: str) -> None:
+    # Registered nowhere, so only the connection string's own masking can hide it.
+    pasted = base64.b64encode(b"pasted into the wrong setting 01").decode("ascii")
+    settings = {"SharedAccessKeyName": "Root", "EntityPath": "orders", setting: pasted}
+    text = "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKey=abcd1234=;" + ";".join(
+        f"{name}={value}" for name, value in settings.items()
+    )
+    parsed = ServiceBusConnectionString.parse(text)
+
+    shown = [parsed.masked(), repr(parsed), str(parsed), str(parsed.describe())]
+
+    assert all(pasted[:20] not in text for text in shown), shown
+    assert pasted in parsed.to_sdk_string()
+
+
+def test_plain_entity_path_is_shown() -> None:
+    parsed = ServiceBusConnectionString.parse(
+        "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=Root;SharedAccessKey=abcd1234=;"
+        "EntityPath=orders-2026"
+    )
+
+    assert parsed.masked().endswith("EntityPath=orders-2026")
+    assert parsed.describe()["entity_path"] == "orders-2026"
 
 
 def test_repr_masks_signature() -> None:

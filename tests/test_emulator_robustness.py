@@ -34,7 +34,6 @@ from proton.handlers import MessagingHandler
 from proton.reactor import Container
 
 from workbook.clock import VirtualClock
-from workbook.config import EMULATOR_KEY
 from workbook.servicebus import LocalServiceBusEmulator
 
 pytestmark = pytest.mark.timeout(60)
@@ -389,7 +388,8 @@ def test_unknown_entity_raises_entity_not_found(emulator, client, operation):
 
 def _wrong_key(emulator: LocalServiceBusEmulator) -> str:
     return emulator.connection_string.replace(
-        f"SharedAccessKey={EMULATOR_KEY}", "SharedAccessKey=d3Jvbmcta2V5LXdyb25nLWtleS13cm9uZy1rZXk="
+        f"SharedAccessKey={emulator.connection.shared_access_key}",
+        "SharedAccessKey=d3Jvbmcta2V5LXdyb25nLWtleS13cm9uZy1rZXk=",
     )
 
 
@@ -405,7 +405,12 @@ def _token_of_another_key(emulator: LocalServiceBusEmulator) -> str:
 
 
 def _expired_token(emulator: LocalServiceBusEmulator) -> str:
-    token = sas_token(namespace_uri(emulator), emulator.key_name, EMULATOR_KEY, int(time.time()) - 60)
+    token = sas_token(
+        namespace_uri(emulator),
+        emulator.key_name,
+        emulator.connection.shared_access_key,
+        int(time.time()) - 60,
+    )
     return sas_connection_string(emulator, token)
 
 
@@ -430,7 +435,12 @@ def test_rejected_credentials_raise_authentication_error(emulator, connection_st
 
 
 def test_valid_sas_token_is_accepted(emulator):
-    token = sas_token(namespace_uri(emulator), emulator.key_name, EMULATOR_KEY, int(time.time()) + 3600)
+    token = sas_token(
+        namespace_uri(emulator),
+        emulator.key_name,
+        emulator.connection.shared_access_key,
+        int(time.time()) + 3600,
+    )
 
     with sdk_client_for(sas_connection_string(emulator, token)) as sdk_client:
         send_with_ids(sdk_client, "signed")
@@ -607,7 +617,10 @@ def put_token_request(token: str) -> Message:
 @pytest.mark.parametrize(("expiry_offset", "status"), [(3600, 202), (-60, 401)], ids=["valid", "expired"])
 def test_plain_amqp_client_gets_token_reply(emulator, expiry_offset, status):
     token = sas_token(
-        namespace_uri(emulator), emulator.key_name, EMULATOR_KEY, int(time.time()) + expiry_offset
+        namespace_uri(emulator),
+        emulator.key_name,
+        emulator.connection.shared_access_key,
+        int(time.time()) + expiry_offset,
     )
 
     client = send_raw_transfer(emulator, "$cbs", put_token_request(token))
@@ -618,7 +631,9 @@ def test_plain_amqp_client_gets_token_reply(emulator, expiry_offset, status):
 
 def test_token_with_text_expiry_is_rejected(emulator):
     # The SDK sends such a token as it is: it reads `se` only to plan renewals and treats it as optional.
-    token = sas_token(namespace_uri(emulator), emulator.key_name, EMULATOR_KEY, "tomorrow")
+    token = sas_token(
+        namespace_uri(emulator), emulator.key_name, emulator.connection.shared_access_key, "tomorrow"
+    )
 
     client = send_raw_transfer(emulator, "$cbs", put_token_request(token))
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from canary import assert_no_canary
 
 from workbook.cli.main import main
 from workbook.paths import peppol_corpus_dir
@@ -45,9 +46,4 @@ def test_corpus_run_report_says_so(corpus_run: Path):
 
 
 def test_corpus_run_keeps_no_key_in_outputs(corpus_run: Path):
-    from workbook.config import EMULATOR_KEY
-
-    for path in corpus_run.rglob("*"):
-        if path.is_file():
-            text = path.read_text(errors="replace")
-            assert EMULATOR_KEY not in text, f"{path.name} contains the emulator key"
+    assert_no_canary(corpus_run)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from canary import assert_no_canary
 
 from workbook.cli.main import main
 from workbook.paths import peppol_corpus_dir
@@ -60,9 +61,4 @@ def test_corpus_run_shows_naive_failures(figures: dict[str, Any]):
 
 
 def test_corpus_run_keeps_no_key_in_outputs(corpus_run: Path):
-    from workbook.config import EMULATOR_KEY
-
-    for path in corpus_run.rglob("*"):
-        if path.is_file():
-            text = path.read_text(errors="replace")
-            assert EMULATOR_KEY not in text, f"{path.name} contains the emulator key"
+    assert_no_canary(corpus_run)

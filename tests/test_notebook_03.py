@@ -35,13 +35,3 @@ def test_run_records_figure(notebook_run: NotebookRun, name: str, expected: int)
 
 def test_archive_holds_poison_orders(notebook_run: NotebookRun):
     assert notebook_run.figures["archived_poison_orders"] >= 2
-
-
-def test_run_folder_keeps_no_key(notebook_run: NotebookRun):
-    from workbook.config import EMULATOR_KEY
-
-    for path in notebook_run.folder.rglob("*"):
-        if path.is_file():
-            assert EMULATOR_KEY not in path.read_text(errors="replace"), (
-                f"{path.name} contains the emulator key"
-            )

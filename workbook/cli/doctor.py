@@ -16,7 +16,16 @@ from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
-from workbook.config import TARGET_VARIABLE, ConfigError, Target, load_settings, mask_secrets
+from workbook.config import (
+    EMULATOR_KEY,
+    EMULATOR_KEY_VARIABLE,
+    TARGET_VARIABLE,
+    ConfigError,
+    Target,
+    emulator_key,
+    load_settings,
+    mask_secrets,
+)
 
 DISTRIBUTION = "workbook"
 KEY_PACKAGES = [
@@ -148,10 +157,23 @@ def check_target(target: str | None, env_file: Path | None = None) -> list[Check
             checks.append(Check(f"  {key}", CheckStatus.INFO, _describe_value(value)))
 
     if settings.target is Target.LOCAL:
-        checks.append(
-            Check("local emulator", CheckStatus.OK, "started on demand when a notebook asks for a client")
-        )
+        checks.append(_check_emulator_key())
     return checks
+
+
+def _check_emulator_key() -> Check:
+    """Check WORKBOOK_EMULATOR_KEY, which the local emulator reads when a notebook starts it."""
+    try:
+        key = emulator_key()
+    except ConfigError as error:
+        return Check("local emulator", CheckStatus.FAIL, str(error))
+
+    which = (
+        "the published development key" if key == EMULATOR_KEY else f"your own key ({EMULATOR_KEY_VARIABLE})"
+    )
+    return Check(
+        "local emulator", CheckStatus.OK, f"started on demand when a notebook asks for a client; {which}"
+    )
 
 
 def format_table(checks: list[Check]) -> str:

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import threading
 from pathlib import Path
 
-from workbook.config import EMULATOR_KEY
+from workbook.cli import CliError
+from workbook.config import EMULATOR_KEY, EMULATOR_KEY_VARIABLE, ConfigError, emulator_key
 from workbook.paths import data_dir
 from workbook.servicebus import LocalServiceBusEmulator
 
 logger = logging.getLogger(__name__)
-
-KEY_VARIABLE = "WORKBOOK_EMULATOR_KEY"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -26,7 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Serve Service Bus queues over AMQP 1.0 on HOST:PORT until interrupted. Any Service Bus SDK "
             "connects with the printed connection string (UseDevelopmentEmulator=true). The key defaults "
-            f"to the emulator's published development key; set {KEY_VARIABLE} to use your own."
+            f"to the emulator's published development key; set {EMULATOR_KEY_VARIABLE} to use your own."
         ),
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1)")
@@ -51,14 +49,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run_emulator(args: argparse.Namespace) -> int:
     """Start the emulator, print its connection string and serve until SIGINT or SIGTERM."""
-    own_key = os.environ.get(KEY_VARIABLE)
+    try:
+        key = emulator_key()
+    except ConfigError as error:
+        raise CliError(str(error)) from error
     emulator = LocalServiceBusEmulator(
-        args.config,
-        host=args.host,
-        port=args.port,
-        store=args.store,
-        key_name=args.key_name,
-        key=own_key or EMULATOR_KEY,
+        args.config, host=args.host, port=args.port, store=args.store, key_name=args.key_name, key=key
     )
     stop = threading.Event()
     for signal_number in (signal.SIGINT, signal.SIGTERM):
@@ -66,7 +62,7 @@ def run_emulator(args: argparse.Namespace) -> int:
 
     with emulator:
         # The default key is public, so the full string may be shown; a key of the user's own stays masked.
-        shown = emulator.connection.masked() if own_key else emulator.connection_string
+        shown = emulator.connection_string if key == EMULATOR_KEY else emulator.connection.masked()
         print(f"Service Bus emulator listening on {emulator.host}:{emulator.port}", flush=True)
         print(f"queues: {', '.join(emulator.config.queue_names())}", flush=True)
         print(f"connection string: {shown}", flush=True)

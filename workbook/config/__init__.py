@@ -6,7 +6,9 @@ Nothing is read at import time: call `load_settings()` when a notebook or test n
 from workbook.config.connection_string import (
     DEFAULT_KEY_NAME,
     EMULATOR_KEY,
+    EMULATOR_KEY_VARIABLE,
     ServiceBusConnectionString,
+    emulator_key,
     validate_connection_string,
 )
 from workbook.config.envfile import parse_env_text, read_env_file
@@ -27,6 +29,7 @@ __all__ = [
     "COSMOS_KEY_VARIABLE",
     "DEFAULT_KEY_NAME",
     "EMULATOR_KEY",
+    "EMULATOR_KEY_VARIABLE",
     "SERVICEBUS_VARIABLE",
     "TARGET_VARIABLE",
     "ConfigError",
@@ -36,6 +39,7 @@ __all__ = [
     "Settings",
     "Target",
     "UnknownTargetError",
+    "emulator_key",
     "install_secret_masking",
     "load_settings",
     "mask_secrets",

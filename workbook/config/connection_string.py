@@ -10,13 +10,22 @@ from __future__ import annotations
 import base64
 import binascii
 import difflib
+import os
 import re
 import urllib.parse
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from workbook.config.errors import ConnectionStringError
-from workbook.config.masking import MASK, mask_secrets
+from workbook.config.errors import ConfigError, ConnectionStringError
+from workbook.config.masking import (
+    MASK,
+    MIN_SECRET_LENGTH,
+    looks_like_key,
+    mask_secrets,
+    quote_value,
+    register_secret,
+)
 
 ENDPOINT = "Endpoint"
 KEY_NAME = "SharedAccessKeyName"
@@ -31,8 +40,10 @@ KNOWN_SETTINGS = {
 
 DEFAULT_KEY_NAME = "RootManageSharedAccessKey"
 
-# Any key works with an emulator. This one is valid base64 of 32 bytes, the shape of an Azure key.
+# The published key of the package's emulator: valid base64 of 32 bytes, the shape of an Azure key.
+# It guards nothing, so outputs may show it. WORKBOOK_EMULATOR_KEY replaces it with a key of the user's own.
 EMULATOR_KEY = base64.b64encode(b"workbook local emulator key 0001").decode("ascii")
+EMULATOR_KEY_VARIABLE = "WORKBOOK_EMULATOR_KEY"
 
 # The ports the SDK uses when the endpoint gives none: 5671 for AMQP over TLS, 5672 for the emulator.
 AMQPS_PORT = 5671
@@ -41,6 +52,8 @@ AMQP_PORT = 5672
 # Unknown setting names are quoted only when they look like a name: a segment such as '<part of a
 # key>=' would otherwise put part of a key into the message. Known names have at most 22 letters.
 _SETTING_NAME = re.compile(r"[A-Za-z][A-Za-z_]{0,24}")
+# A value quoted by repr() in a problem, so that a quoted piece of a key can be masked.
+_QUOTED = re.compile(r"(['\"])(.*?)\1")
 _HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
 
 
@@ -71,11 +84,15 @@ class ServiceBusConnectionString:
         host: str,
         port: int,
         key_name: str = DEFAULT_KEY_NAME,
-        key: str = EMULATOR_KEY,
+        key: str | None = None,
         *,
         entity_path: str | None = None,
     ) -> ServiceBusConnectionString:
-        """Build the connection string of an emulator listening on `host`:`port` without TLS."""
+        """Build the connection string of an emulator listening on `host`:`port` without TLS.
+
+        `key` defaults to `emulator_key()`, the key the package's emulator uses.
+        """
+        key = emulator_key() if key is None else key
         netloc_host = f"[{host}]" if ":" in host else host
         text = f"{ENDPOINT}=sb://{netloc_host}:{port};{KEY_NAME}={key_name};{KEY}={key};{EMULATOR_FLAG}=true"
         if entity_path is not None:
@@ -87,10 +104,14 @@ class ServiceBusConnectionString:
         return self._render(self.shared_access_key, self.shared_access_signature)
 
     def masked(self) -> str:
-        """Return the connection string with the key and signature replaced by ***."""
+        """Return the connection string with the key and signature replaced by ***.
+
+        A key name or entity path that looks like a key is masked too: it is most likely a key pasted
+        into the wrong setting.
+        """
         key = MASK if self.shared_access_key else None
         signature = MASK if self.shared_access_signature else None
-        return self._render(key, signature)
+        return self._render(key, signature, shown=_shown)
 
     def describe(self) -> dict[str, Any]:
         """Return a summary for display: endpoint, key name, whether a key is present, emulator mode."""
@@ -98,8 +119,8 @@ class ServiceBusConnectionString:
             "endpoint": self.endpoint,
             "host": self.host,
             "port": self.port,
-            "entity_path": self.entity_path,
-            "shared_access_key_name": self.shared_access_key_name,
+            "entity_path": _shown(self.entity_path),
+            "shared_access_key_name": _shown(self.shared_access_key_name),
             "shared_access_key": _presence(self.shared_access_key),
             "shared_access_signature": _presence(self.shared_access_signature),
             "emulator_mode": self.use_development_emulator,
@@ -116,16 +137,18 @@ class ServiceBusConnectionString:
             text += f" (the SDK ignores port {self.port} unless {EMULATOR_FLAG}=true)"
         return text
 
-    def _render(self, key: str | None, signature: str | None) -> str:
+    def _render(
+        self, key: str | None, signature: str | None, *, shown: Callable[[str | None], str | None] = str
+    ) -> str:
         parts = [f"{ENDPOINT}={self.endpoint}/"]
         if self.shared_access_key_name:
-            parts.append(f"{KEY_NAME}={self.shared_access_key_name}")
+            parts.append(f"{KEY_NAME}={shown(self.shared_access_key_name)}")
         if key:
             parts.append(f"{KEY}={key}")
         if signature:
             parts.append(f"{SIGNATURE}={signature}")
         if self.entity_path:
-            parts.append(f"{ENTITY_PATH}={self.entity_path}")
+            parts.append(f"{ENTITY_PATH}={shown(self.entity_path)}")
         if self.use_development_emulator:
             parts.append(f"{EMULATOR_FLAG}=true")
         return ";".join(parts)
@@ -135,6 +158,29 @@ class ServiceBusConnectionString:
 
     def __repr__(self) -> str:
         return f"ServiceBusConnectionString({self.masked()!r})"
+
+
+def emulator_key(environ: Mapping[str, str] | None = None) -> str:
+    """Return the local emulator's key: WORKBOOK_EMULATOR_KEY when set and not empty, else EMULATOR_KEY.
+
+    Reads `environ` (default os.environ) on each call, not a .env file. A key of the user's own is
+    registered with `register_secret`, so logs and outputs mask it. Raises ConfigError when it is not base64.
+    """
+    value = (os.environ if environ is None else environ).get(EMULATOR_KEY_VARIABLE)
+    if not value:
+        return EMULATOR_KEY
+    if not _is_base64(value):
+        raise ConfigError(
+            f"{EMULATOR_KEY_VARIABLE} is not valid base64 ({len(value)} characters, not shown). Set it to "
+            "base64 text, for example the output of `openssl rand -base64 32`, or unset it to use the "
+            "published development key."
+        )
+    register_secret(value)
+    return value
+
+
+def _shown(value: str | None) -> str | None:
+    return MASK if value and looks_like_key(value) else value
 
 
 def validate_connection_string(text: str) -> list[str]:
@@ -207,7 +253,7 @@ def _split_settings(text: str) -> tuple[dict[str, str], list[str]]:
 def _spaces_problem(name: str, value: str) -> str:
     if name in (KEY, SIGNATURE):
         return f"{name} has spaces around its value: the SDK keeps them, so remove them."
-    return f"{name} value {value!r} has spaces around it: the SDK keeps them, so remove them."
+    return f"{name} value {quote_value(value)} has spaces around it: the SDK keeps them, so remove them."
 
 
 def _segment_name(index: int, segment: str, problems: list[str]) -> str | None:
@@ -267,6 +313,13 @@ def _check_endpoint(value: str | None, problems: list[str]) -> tuple[str, str, i
         return "", "", None
 
     problem = _endpoint_problem(value.strip())
+    if problem and looks_like_key(value):
+        # The problem quotes the host name, which here would be the key or part of it.
+        problems.append(
+            f"{ENDPOINT} {quote_value(value)} is malformed. The form is sb://host[:port][/], and the key "
+            f"belongs in {KEY}."
+        )
+        return "", "", None
     if problem:
         problems.append(f"{ENDPOINT} {value!r} is malformed: {problem} The form is sb://host[:port][/].")
         return "", "", None
@@ -279,7 +332,10 @@ def _endpoint_problem(value: str) -> str | None:
     if "://" not in value:
         return f"it has no scheme, so write sb://{value.strip('/')}/."
 
-    parts = urllib.parse.urlsplit(value)
+    try:
+        parts = urllib.parse.urlsplit(value)
+    except ValueError as error:  # an unclosed '[' of an IPv6 address, for example
+        return f"it is not a URL ({error}), so write it as sb://<host>[:port]/ with a complete host."
     if parts.scheme.lower() != "sb":
         return f"the scheme is {parts.scheme!r}, so write sb://{parts.netloc}/."
     if not parts.hostname:
@@ -309,10 +365,10 @@ def _check_emulator_flag(value: str | None, problems: list[str]) -> bool:
         return value == "true"
 
     problems.append(
-        f"{EMULATOR_FLAG}={value[:20]!r} is not lowercase true or false. The SDK switches to emulator "
-        "mode (AMQP without TLS on the endpoint's port) only for the exact value 'true'; any other "
-        f"spelling silently means TLS on port {AMQPS_PORT}. Write {EMULATOR_FLAG}=true for an emulator, "
-        f"or {EMULATOR_FLAG}=false (or nothing) for Azure."
+        f"{EMULATOR_FLAG}={quote_value(value, limit=20)} is not lowercase true or false. The SDK switches "
+        "to emulator mode (AMQP without TLS on the endpoint's port) only for the exact value 'true'; any "
+        f"other spelling silently means TLS on port {AMQPS_PORT}. Write {EMULATOR_FLAG}=true for an "
+        f"emulator, or {EMULATOR_FLAG}=false (or nothing) for Azure."
     )
     return False
 
@@ -371,8 +427,17 @@ def _check_entity_path(value: str | None, problems: list[str]) -> None:
 
 
 def _scrub(problem: str, secrets: list[str | None]) -> str:
-    # Problems never quote the key or signature. This also covers a value pasted into another setting.
-    for secret in secrets:
-        if secret and len(secret.strip()) >= 4:
-            problem = problem.replace(secret.strip(), MASK)
+    # Problems never quote the key or signature. This also covers a value pasted into another setting,
+    # and a quoted piece of one, such as the first characters of a long value.
+    present = [secret.strip() for secret in secrets if secret and len(secret.strip()) >= MIN_SECRET_LENGTH]
+    for secret in present:
+        problem = problem.replace(secret, MASK)
+    problem = _QUOTED.sub(lambda quoted: _mask_piece(quoted, present), problem)
     return mask_secrets(problem)
+
+
+def _mask_piece(quoted: re.Match[str], secrets: list[str]) -> str:
+    piece = quoted.group(2).strip()
+    if len(piece) >= MIN_SECRET_LENGTH and any(piece in secret for secret in secrets):
+        return f"{quoted.group(1)}{MASK}{quoted.group(1)}"
+    return quoted.group(0)

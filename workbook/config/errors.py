@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from workbook.config.masking import mask_secrets
+from workbook.config.masking import mask_secrets, quote_value
 
 
 class ConfigError(Exception):
@@ -31,4 +31,4 @@ class UnknownTargetError(ConfigError):
     def __init__(self, value: object, allowed: Sequence[str]) -> None:
         self.value = value
         self.allowed = list(allowed)
-        super().__init__(f"Unknown target {value!r}: use one of {', '.join(self.allowed)}.")
+        super().__init__(f"Unknown target {quote_value(str(value))}: use one of {', '.join(self.allowed)}.")

@@ -21,6 +21,11 @@ _SECRET_SETTINGS = [
     re.compile(r"(?i)(\bsig=)[^&;\s'\"]+"),
 ]
 
+# A run of 20 or more base64 characters that mixes letters and digits has the shape of a key or a
+# signature. Host names, key names, flags and targets rarely contain one, so such a value is most likely
+# a key pasted into the wrong setting. A host name that does contain one is shown by its length only.
+_KEY_SHAPED_RUN = re.compile(r"[A-Za-z0-9+/]{20,}")
+
 _registry_lock = threading.Lock()
 _registered: set[str] = set()
 _registered_pattern: re.Pattern[str] | None = None
@@ -40,6 +45,22 @@ def register_secret(value: str | None) -> None:
         # Longest first, so a secret that contains another one is masked whole.
         alternatives = sorted(_registered, key=len, reverse=True)
         _registered_pattern = re.compile("|".join(re.escape(secret) for secret in alternatives))
+
+
+def looks_like_key(value: str) -> bool:
+    """Tell whether `value` contains a run of 20 or more base64 characters with both letters and digits."""
+    return any(
+        re.search(r"[0-9]", run) and re.search(r"[A-Za-z]", run) for run in _KEY_SHAPED_RUN.findall(value)
+    )
+
+
+def quote_value(value: str, *, limit: int | None = None) -> str:
+    """Return `value` quoted for an error message (its first `limit` characters), or only its length
+    when it looks like a key, because a key pasted into another setting must not reach the message.
+    """
+    if looks_like_key(value):
+        return f"(a value of {len(value)} characters, not shown because it looks like a key)"
+    return repr(value if limit is None else value[:limit])
 
 
 def mask_secrets(text: str) -> str:

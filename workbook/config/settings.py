@@ -15,7 +15,7 @@ from typing import Any
 from workbook.config.connection_string import ServiceBusConnectionString, validate_connection_string
 from workbook.config.envfile import parse_env_text
 from workbook.config.errors import ConfigError, UnknownTargetError
-from workbook.config.masking import MASK, register_secret
+from workbook.config.masking import MASK, quote_value, register_secret
 from workbook.config.target import Target
 
 logger = logging.getLogger(__name__)
@@ -164,14 +164,17 @@ def _check_cosmos_endpoint(value: str | None, problems: list[str]) -> None:
     if not value:
         return
 
-    parts = urllib.parse.urlsplit(value.strip())
+    try:
+        parts = urllib.parse.urlsplit(value.strip())
+    except ValueError:  # an unclosed '[' of an IPv6 address, for example
+        parts = urllib.parse.SplitResult("", "", "", "", "")
     local = (parts.hostname or "") in _LOCAL_HOSTS
     scheme_allowed = parts.scheme == "https" or (parts.scheme == "http" and local)
     if scheme_allowed and parts.hostname:
         return
 
     problems.append(
-        f"{COSMOS_ENDPOINT_VARIABLE} {value!r} is not an https URL with a host name: write "
+        f"{COSMOS_ENDPOINT_VARIABLE} {quote_value(value)} is not an https URL with a host name: write "
         "https://<account>.documents.azure.com:443/ for Azure or https://localhost:8081/ for the emulator "
         "(http is accepted only for localhost)."
     )

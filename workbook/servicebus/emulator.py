@@ -12,7 +12,7 @@ from types import TracebackType
 from proton.reactor import Container
 
 from workbook.clock import Clock
-from workbook.config import DEFAULT_KEY_NAME, EMULATOR_KEY, ServiceBusConnectionString
+from workbook.config import DEFAULT_KEY_NAME, ServiceBusConnectionString, emulator_key
 from workbook.faults import FaultInjector
 from workbook.servicebus.amqp import ServiceBusFrontEnd
 from workbook.servicebus.engine import ServiceBusEngine
@@ -33,6 +33,7 @@ class LocalServiceBusEmulator:
     """A Service Bus emulator on 127.0.0.1 that the official SDK reaches with ``UseDevelopmentEmulator=true``.
 
     Use it as a context manager, or call ``start()`` and ``stop()``. ``port=0`` picks a free port.
+    ``key`` defaults to ``emulator_key()``: WORKBOOK_EMULATOR_KEY when set, else the published key.
     """
 
     def __init__(
@@ -44,19 +45,19 @@ class LocalServiceBusEmulator:
         store: Path | str | None = None,
         clock: Clock | None = None,
         key_name: str = DEFAULT_KEY_NAME,
-        key: str = EMULATOR_KEY,
+        key: str | None = None,
         faults: FaultInjector | None = None,
     ) -> None:
         self.config = config if isinstance(config, EmulatorConfig) else load_config(config)
         self.host = host
         self.port = port
         self.key_name = key_name
-        self._key = key
+        self._key = emulator_key() if key is None else key
         self._tempdir: tempfile.TemporaryDirectory | None = None
         self.store_path = Path(store) if store else self._temporary_store()
         self.engine = ServiceBusEngine(self.store_path, self.config, clock)
         self.faults = faults or FaultInjector()
-        self._front_end = ServiceBusFrontEnd(self.engine, TokenValidator(key_name, key), self.faults)
+        self._front_end = ServiceBusFrontEnd(self.engine, TokenValidator(key_name, self._key), self.faults)
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
