@@ -10,7 +10,7 @@ export PYTHONHASHSEED := 0
 # pip installs the playwright package only; the journeys use Debian's chromium (browser-deps).
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
-.PHONY: run sweep test lint unit notebook-tests notebooks clean bench cosmos-server browser-deps
+.PHONY: run sweep test lint unit notebook-tests notebooks clean bench soak cosmos-server browser-deps
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -64,6 +64,12 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/sagas.py
 	$(BIN)/python benchmarks/client_reuse.py
 	$(BIN)/python benchmarks/notebook_suite.py
+
+## soak: orders through route -> transform -> handle with 1% poison while SIGKILL hits the emulator and
+## both workers; checks every order completed once or dead-lettered, rewrites its section of benchmarks/README.md
+SOAK_MESSAGES ?= 100000
+soak: $(STAMP)
+	$(BIN)/python benchmarks/soak.py --messages $(SOAK_MESSAGES) --kill-every 20 --write-readme
 
 ## browser-deps: install Debian's chromium for the browser journeys (apt-get, as root); Playwright comes with '.[test]'
 # Playwright drives /usr/bin/chromium and downloads no browser of its own.
