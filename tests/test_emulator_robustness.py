@@ -11,6 +11,8 @@ from __future__ import annotations
 import hmac
 import socket
 import struct
+import subprocess
+import sys
 import time
 import uuid
 from base64 import b64encode
@@ -640,3 +642,30 @@ def test_token_with_text_expiry_is_rejected(emulator):
     assert client.reply is not None, "no reply within the client's timeout"
     assert client.reply.properties["status-code"] == 401
     assert_serves_sdk_client(emulator)
+
+
+EXIT_SCRIPT = """
+import logging, sys
+from azure.servicebus import ServiceBusClient, ServiceBusMessage
+from workbook.paths import data_dir
+from workbook.servicebus import LocalServiceBusEmulator
+
+logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
+emulator = LocalServiceBusEmulator(data_dir() / "servicebus-config.json").start()
+client = ServiceBusClient.from_connection_string(emulator.connection_string)
+with client.get_queue_sender("orders") as sender:
+    sender.send_messages(ServiceBusMessage("left behind"), timeout=10)
+print(emulator.port, flush=True)
+"""
+
+
+def test_emulator_left_running_stops_at_exit():
+    # A notebook's kernel exits with its emulator running; the reactor must stop before finalization.
+    completed = subprocess.run(
+        [sys.executable, "-c", EXIT_SCRIPT], capture_output=True, text=True, timeout=60, check=False
+    )
+    port = int(completed.stdout.split()[0])
+
+    assert completed.returncode == 0, completed.stderr
+    assert "Fatal Python error" not in completed.stderr
+    assert f"Service Bus emulator on 127.0.0.1:{port} stopped" in completed.stderr

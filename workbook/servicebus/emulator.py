@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import socket
 import tempfile
@@ -100,6 +101,9 @@ class LocalServiceBusEmulator:
                 f"the emulator did not start on {self.host}:{self.port}: {self._error or 'timed out'}. "
                 "Choose another port or stop the process that holds it."
             )
+        # A daemon reactor thread still inside proton while the interpreter finalizes can crash it
+        # ("ffi.from_handle() ... points to garbage"), as when a notebook's kernel shuts down.
+        atexit.register(self.stop)
         logger.info(
             "Service Bus emulator listening on %s:%d (store %s)", self.host, self.port, self.store_path
         )
@@ -125,6 +129,7 @@ class LocalServiceBusEmulator:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the reactor thread and close the store."""
+        atexit.unregister(self.stop)
         if self._thread is not None:
             self._front_end.request_stop()
             self._thread.join(timeout)
