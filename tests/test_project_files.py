@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,3 +67,20 @@ def test_emulator_config_names_every_routing_destination():
     destinations = set(RoutingRules.load(ROOT / "data" / "routes.yaml").destinations())
 
     assert destinations <= queues
+
+
+NOTEBOOK_SETTINGS = re.compile(r"load_settings\((.*?)\)")
+NOTEBOOK_PATHS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def _code_of(path: Path) -> str:
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    return "\n".join("".join(cell["source"]) for cell in cells if cell["cell_type"] == "code")
+
+
+@pytest.mark.parametrize("path", NOTEBOOK_PATHS, ids=lambda path: path.stem)
+def test_notebook_settings_follow_target_parameter(path: Path):
+    # A notebook that reads the settings without its target would follow WORKBOOK_TARGET from the
+    # environment, and could reach Azure while its parameter says local.
+    for arguments in NOTEBOOK_SETTINGS.findall(_code_of(path)):
+        assert '"WORKBOOK_TARGET": ' in arguments, f"{path.name}: load_settings({arguments})"
