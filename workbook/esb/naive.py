@@ -95,7 +95,8 @@ def _line_id(line: Any, document_type: str) -> str:
 def naive_frame(documents: Iterable[DocumentVariant]) -> pd.DataFrame:
     """Run each document through the naive converter, the line consumer and the schema (NAIVE_COLUMNS).
 
-    Where a step failed, its column contains the exception name and message.
+    Where a step failed, its column contains the exception name and message. Where a step did not
+    run, a text column is empty and a count column is <NA>.
     """
     rows = [_naive_row(document) for document in documents]
     frame = pd.DataFrame(rows, columns=list(NAIVE_COLUMNS))
@@ -130,7 +131,7 @@ def _naive_row(document: DocumentVariant) -> tuple[Any, ...]:
     try:
         converted = naive_xml_to_dict(document.body, document.content_type)
     except ElementTree.ParseError as error:
-        return (*head, f"ParseError: {error}", None, None, None, None)
+        return (*head, f"ParseError: {error}", None, "", None, "")
 
     try:
         lines = str(len(read_line_ids(converted, document_type)))
@@ -138,6 +139,6 @@ def _naive_row(document: DocumentVariant) -> tuple[Any, ...]:
         lines = f"{type(error).__name__}: {error}"
 
     problems = validate(document_type, converted)
-    first = str(problems[0]) if problems else None
+    first = str(problems[0]) if problems else ""
     size = len(json.dumps(converted, ensure_ascii=False))
     return (*head, "yes", size, lines, len(problems), first)

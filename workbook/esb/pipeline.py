@@ -411,8 +411,9 @@ def delivered_queues(*outcomes: pd.DataFrame) -> list[str]:
 
 
 def outcomes_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    """Tabulate outcome rows in OUTCOME_COLUMNS order."""
-    return pd.DataFrame(list(rows), columns=list(OUTCOME_COLUMNS))
+    """Tabulate outcome rows in OUTCOME_COLUMNS order; a row without a reason or description has "" there."""
+    frame = pd.DataFrame(list(rows), columns=list(OUTCOME_COLUMNS))
+    return frame.astype(object).where(frame.notna(), "")
 
 
 def send_documents(

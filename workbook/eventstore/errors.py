@@ -34,7 +34,8 @@ class UnknownEventTypeError(EventDeserializationError):
         listed = ", ".join(known) if known else "none"
         super().__init__(
             f"Event {event_id} has type {event_type!r}, which is not registered (registered types: "
-            f"{listed}). Register its class, or add the old name as an alias of the class that replaced it.",
+            f"{listed}). Register its class; if it is an old name, add it as an alias of the class that "
+            "replaced it; if this reader has no use for it, let the projection ignore the type.",
             event_id=event_id,
             event_type=event_type,
         )

@@ -124,6 +124,6 @@ def _status_text(variant: str, source: str, outcome: pd.DataFrame) -> str:
         return f"{label}: the pipeline did not receive the message; run it again"
 
     row = outcome.iloc[0]
-    if pd.notna(row["reason"]):
+    if row["reason"]:
         return f"{label}: {row['outcome']} with reason <b>{html.escape(str(row['reason']))}</b>"
     return f"{label}: {row['outcome']} to {html.escape(str(row['destinations']))}"
