@@ -640,9 +640,11 @@ def activity_counts(workdir: Path) -> dict[str, int]:
     orders = list(read_rows(workdir / "order-outcomes.jsonl"))
     completed = Counter(row["order_id"] for row in orders if row["outcome"] == "completed")
     return {
-        "inbound deliveries logged": len(inbound),
-        "order deliveries logged": len(orders),
-        "order redeliveries logged (delivery count > 0)": sum(1 for r in orders if r["delivery_count"] > 0),
+        "inbound deliveries logged (at least)": len(inbound),
+        "order deliveries logged (at least)": len(orders),
+        "order redeliveries logged (at least; delivery count > 0)": sum(
+            1 for r in orders if r["delivery_count"] > 0
+        ),
         "order duplicates completed without a new effect": sum(n - 1 for n in completed.values() if n > 1),
         "settlements that lost their lock": sum(
             1 for r in inbound + orders if r["outcome"] in (LOCK_LOST, str(WorkOutcome.LOCK_LOST))
