@@ -81,6 +81,6 @@ def _code_of(path: Path) -> str:
 @pytest.mark.parametrize("path", NOTEBOOK_PATHS, ids=lambda path: path.stem)
 def test_notebook_settings_follow_target_parameter(path: Path):
     # A notebook that reads the settings without its target would follow WORKBOOK_TARGET from the
-    # environment, and could reach Azure while its parameter says local.
+    # environment, and could reach Azure while its target parameter is local.
     for arguments in NOTEBOOK_SETTINGS.findall(_code_of(path)):
         assert '"WORKBOOK_TARGET": ' in arguments, f"{path.name}: load_settings({arguments})"

@@ -168,11 +168,11 @@ def _check_emulator_key() -> Check:
     except ConfigError as error:
         return Check("local emulator", CheckStatus.FAIL, str(error))
 
-    which = (
+    key_source = (
         "the published development key" if key == EMULATOR_KEY else f"your own key ({EMULATOR_KEY_VARIABLE})"
     )
     return Check(
-        "local emulator", CheckStatus.OK, f"started on demand when a notebook asks for a client; {which}"
+        "local emulator", CheckStatus.OK, f"started on demand when a notebook asks for a client; {key_source}"
     )
 
 
