@@ -140,6 +140,22 @@ def test_timeline_covers_each_saga(panel: SagaPanel):
     plt.close(figure)
 
 
+def test_timeline_legend_names_drawn_statuses():
+    timeline = pd.DataFrame(
+        {
+            "saga_id": ["a", "a", "b"],
+            "status": ["RUNNING", "COMPLETED", "RUNNING"],
+            "from_s": [0.0, 4.0, 0.0],
+            "to_s": [4.0, 4.0, 9.0],
+        }
+    )[list(TIMELINE_COLUMNS)]
+    figure = plot_saga_timeline(timeline)
+
+    labels = [text.get_text() for text in figure.axes[0].get_legend().get_texts()]
+    assert labels == ["RUNNING", "COMPLETED"]
+    plt.close(figure)
+
+
 def test_timeline_plot_rejects_other_tables():
     with pytest.raises(ValueError, match="lacks the columns"):
         plot_saga_timeline(pd.DataFrame({"saga_id": ["a"]}))

@@ -32,20 +32,26 @@ def plot_saga_timeline(timeline: pd.DataFrame) -> Figure:
     figure, axes = plt.subplots(figsize=(9, 0.3 * len(saga_ids) + 1.2))
     for row, saga_id in enumerate(saga_ids):
         history = timeline[timeline["saga_id"] == saga_id]
+        cursor = 0.0
         for interval in history.itertuples(index=False):
-            # A status that lasted no time still gets a sliver, so a TIMEOUT on the way is visible.
+            # A status that lasted no time still gets a sliver, and statuses of the same instant are
+            # drawn one after the other, so a TIMEOUT then COMPENSATING on the way stays visible.
+            left = max(cursor, interval.from_s)
             width = max(interval.to_s - interval.from_s, span / 100)
             color = STATUS_COLORS.get(interval.status, "#000")
-            axes.barh(row, width, left=interval.from_s, color=color, height=0.6)
+            axes.barh(row, width, left=left, color=color, height=0.6)
+            cursor = left + width
         # Statuses that follow each other in the same instant overlap, so the final one is also written out.
         last = history.iloc[-1]
-        axes.text(span * 1.02, row, str(last["status"]), va="center", fontsize=7)
+        axes.text(span * 1.06, row, str(last["status"]), va="center", fontsize=7)
 
-    axes.set_xlim(0, span * 1.2)
+    axes.set_xlim(0, span * 1.25)
     axes.set_yticks(range(len(saga_ids)), saga_ids, fontsize=7)
     axes.invert_yaxis()
     axes.set_xlabel("time on the package clock (s)")
-    handles = [plt.Rectangle((0, 0), 1, 1, color=color) for color in STATUS_COLORS.values()]
-    axes.legend(handles, list(STATUS_COLORS), fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    # The legend names only the statuses drawn, so a reader looks for no colour that is not there.
+    shown = [status for status in STATUS_COLORS if status in set(timeline["status"])]
+    handles = [plt.Rectangle((0, 0), 1, 1, color=STATUS_COLORS[status]) for status in shown]
+    axes.legend(handles, shown, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     figure.tight_layout()
     return figure
