@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -24,6 +23,7 @@ from cosmos_fixture import (
     open_cosmos_store,
     unique_name,
 )
+from thread_runs import run_threads as run_thread_group
 
 from workbook.clock import VirtualClock, use_clock
 from workbook.eventstore import (
@@ -60,25 +60,9 @@ def batch(first: int, count: int) -> list[NewEvent]:
     return [new_event(number) for number in range(first, first + count)]
 
 
-def run_threads(count: int, work) -> list[object]:
+def run_threads(count: int, work: Callable[[int], object]) -> list[object]:
     """Run `work(index)` on `count` threads started together; return each result or raised error."""
-    results: list[object] = [None] * count
-    start = threading.Barrier(count)
-
-    def run(index: int) -> None:
-        start.wait(timeout=THREAD_TIMEOUT)
-        try:
-            results[index] = work(index)
-        except Exception as error:  # noqa: BLE001 - the test inspects each thread's error
-            results[index] = error
-
-    threads = [threading.Thread(target=run, args=(index,)) for index in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=THREAD_TIMEOUT)
-    assert not any(thread.is_alive() for thread in threads), f"a thread ran longer than {THREAD_TIMEOUT} s"
-    return results
+    return run_thread_group(count, work, timeout=THREAD_TIMEOUT)
 
 
 class EventStoreContract:

@@ -21,6 +21,7 @@ from cosmos_fixture import (
     live_cosmos_fixture,  # noqa: F401 - a fixture, requested by name
     unique_name,
 )
+from thread_runs import run_threads as run_thread_group
 
 from workbook.saga import (
     CosmosSagaStore,
@@ -67,23 +68,7 @@ def message(number: int, saga_id: str = "s-1") -> OutgoingMessage:
 
 def run_threads(count: int, work: Callable[[int], object]) -> list[object]:
     """Run `work(index)` on `count` threads started together; return each result or raised error."""
-    results: list[object] = [None] * count
-    start = threading.Barrier(count)
-
-    def run(index: int) -> None:
-        start.wait(timeout=THREAD_TIMEOUT)
-        try:
-            results[index] = work(index)
-        except Exception as error:  # noqa: BLE001 - the test inspects each thread's error
-            results[index] = error
-
-    threads = [threading.Thread(target=run, args=(index,)) for index in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=THREAD_TIMEOUT)
-    assert not any(thread.is_alive() for thread in threads), f"a thread ran longer than {THREAD_TIMEOUT} s"
-    return results
+    return run_thread_group(count, work, timeout=THREAD_TIMEOUT)
 
 
 class SagaStoreContract:
