@@ -537,4 +537,7 @@ def test_kernel_start_warnings_stay_off_the_console(tmp_path: Path) -> None:
     completed = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
 
     assert completed.returncode == 0, completed.stderr
-    assert "[IPKernelApp]" not in completed.stderr
+    # Only the start warnings: jupyter_client interrupts a kernel before it shuts it down, and a kernel
+    # caught in a message handler then logs "KeyboardInterrupt caught in kernel" at ERROR.
+    assert "[IPKernelApp] WARNING" not in completed.stderr
+    assert "without encryption" not in completed.stderr
