@@ -62,6 +62,7 @@ from workbook.esb.variants import DocumentVariant
 from workbook.observability.debug import trace_message
 from workbook.observability.propagation import continue_trace, inject_message_context
 from workbook.observability.tracing import get_tracer
+from workbook.servicebus.target import fill_batch
 
 logger = logging.getLogger(__name__)
 
@@ -463,14 +464,7 @@ def send_inbound(sender: ServiceBusSender, messages: Sequence[ServiceBusMessage]
     _check_each_fits(sender, pending)
     batches = 0
     while pending:
-        batch = sender.create_message_batch()
-        while pending:
-            try:
-                batch.add_message(pending[0])
-            except ValueError:  # the SDK's signal that the batch is full
-                break
-            pending.pop(0)
-        sender.send_messages(batch, timeout=SEND_TIMEOUT_SECONDS)
+        sender.send_messages(fill_batch(sender, pending), timeout=SEND_TIMEOUT_SECONDS)
         batches += 1
 
     return batches
