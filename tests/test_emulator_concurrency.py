@@ -110,7 +110,7 @@ class CompetingConsumers:
                 closing(client.get_queue_receiver(QUEUE)) as receiver,
             ):
                 # azure-servicebus 7.15 opens the link inside the first receive and bounds the open by
-                # its max_wait_time; eight links opening at once on two loaded cores can take over 1 s.
+                # its max_wait_time. Eight links opening at once on two loaded cores took over 1 s.
                 wait = SDK_TIMEOUT
                 while not self._done.is_set() and time.monotonic() < self._deadline:
                     self._receive_batch(receiver, consumer, wait)

@@ -78,7 +78,7 @@ FIXTURE_NOTEBOOK_CELLS = [
     'with ServiceBusTarget.open(settings) as target:\n    print(target)\n    target.send("orders", '
     'ServiceBusMessage("canary order"))\n    key = target.connection.shared_access_key\n'
     "    counts = target.queue_table()\ncounts",
-    # A fingerprint, not the key, tells the test which key the kernel's emulator used.
+    # A fingerprint, not the key, shows the test which key the kernel's emulator used.
     'record("emulator_key_sha256", hashlib.sha256(key.encode()).hexdigest()[:16])',
 ]
 
